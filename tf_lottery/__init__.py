@@ -1,0 +1,54 @@
+"""tf_lottery: lottery tickets (Frankle & Carbin, ICLR 2019) for Keras 3 on TensorFlow."""
+
+import os
+
+_backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if _backend != "tensorflow":
+    raise ImportError(
+        "tf_lottery needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
+        f"{_backend!r}. Set KERAS_BACKEND=tensorflow (or unset it) before importing "
+        "keras or tf_lottery."
+    )
+
+from tf_lottery import layers  # noqa: E402  (registers the masked layers with Keras)
+from tf_lottery.layers import MaskedLayer, is_masked  # noqa: E402
+from tf_lottery.masking import (  # noqa: E402
+    LayerSparsity,
+    SparsityReport,
+    get_masks,
+    get_prunable_weights,
+    load_masks,
+    mask_keys,
+    masked_layers,
+    save_masks,
+    set_masks,
+    set_prunable_weights,
+    sparsity_report,
+    strip,
+    wrap,
+)
+from tf_lottery.pruning import CRITERIA, prune, random_masks_like  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CRITERIA",
+    "LayerSparsity",
+    "MaskedLayer",
+    "SparsityReport",
+    "get_masks",
+    "get_prunable_weights",
+    "is_masked",
+    "layers",
+    "load_masks",
+    "mask_keys",
+    "masked_layers",
+    "prune",
+    "random_masks_like",
+    "save_masks",
+    "set_masks",
+    "set_prunable_weights",
+    "sparsity_report",
+    "strip",
+    "wrap",
+]
