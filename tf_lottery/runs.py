@@ -8,11 +8,21 @@ either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "atomic_path"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "write_csv",
+    "read_csv",
+]
 
 
 @contextlib.contextmanager
@@ -63,3 +73,28 @@ def read_json(path: str | os.PathLike):
             return json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"Corrupt JSON file {os.fspath(path)!r}: {err}") from err
+
+
+def write_csv(path: str | os.PathLike, columns, rows) -> None:
+    """Writes ``rows`` (dicts) as CSV with a header of ``columns``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Reads a CSV written by ``write_csv``; numeric cells become int or float."""
+
+    def number(text):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures. Keep this file minimal: other test files rely on it too."""
+
+import keras
+import pytest
+
+
+@pytest.fixture
+def clean_keras():
+    """Fresh Keras global state around a test: float32 policy, new session (layer names).
+
+    Not autouse; a test file opts in with
+    ``pytestmark = pytest.mark.usefixtures("clean_keras")``.
+    """
+    keras.config.set_dtype_policy("float32")
+    keras.utils.clear_session()
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.utils.clear_session()

@@ -1,0 +1,747 @@
+"""The lottery-ticket driver: iterative magnitude pruning (IMP) with rewinding and controls.
+
+``fit`` runs the algorithm of Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR
+2019, with the rewinding of Frankle et al., "Stabilizing the Lottery Ticket Hypothesis"
+/ "Linear Mode Connectivity and the LTH" (2019, 2020):
+
+1. initialize ``theta_0`` (saved); 2. train the dense network (level 0) for ``T``
+iterations, saving ``theta_k`` at the rewind point ``k``; 3. prune a fraction of the
+surviving weights (magnitude of the trained weights by default); 4. reset the survivors
+to ``theta_k`` and train from iteration ``k`` to ``T``; repeat 3-4 for each level. Each
+level also trains the control branches ``reinit`` (same mask, fresh initialization) and
+``random_prune`` (random mask with the same per-layer counts, on ``theta_k``).
+
+One compiled model serves every level and branch: weights, masks and optimizer state are
+*assigned*, never rebuilt, so nothing is retraced or recompiled between levels. Training
+data order is a function of the iteration number only (a fixed permutation stream), so a
+level resumed from a checkpoint sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_lottery import masking, pruning, runs
+from tf_lottery.hparams import (
+    CONTROLS,
+    PruningHparams,
+    Steps,
+    TrainingHparams,
+    derive_seed,
+)
+from tf_lottery.layers import is_masked
+
+__all__ = ["Runtime", "LotteryResult", "fit", "StepSchedule", "layer_rates_for", "one_shot_masks"]
+
+METRIC_COLUMNS = (
+    "iteration", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "test_loss", "test_accuracy",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Options that change speed and logging, never results.
+
+    Attributes:
+        jit_compile: XLA-compile the train and eval steps.
+        steps_per_execution: upper bound on the iterations run per call of the compiled
+            train function; the driver uses the largest divisor of this, the evaluation
+            period, the budget and the rewind point, so events land exactly.
+        eval_batch_size: batch size of validation and test evaluation.
+        checkpoint_every: step string; a resumable checkpoint of the level in progress
+            is written at the first evaluation at or after each multiple (default: ten
+            evaluation periods).
+        tensorboard: write TensorBoard logs (Keras ``TensorBoard`` callback) per branch.
+        deterministic: turn on TensorFlow op determinism (``enable_op_determinism``).
+    """
+
+    jit_compile: bool = True
+    steps_per_execution: int = 100
+    eval_batch_size: int = 1000
+    checkpoint_every: str | None = None
+    tensorboard: bool = False
+    deterministic: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.steps_per_execution, bool) or not (
+            isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1
+        ):
+            raise ValueError(
+                "`steps_per_execution` must be an integer >= 1; received "
+                f"{self.steps_per_execution!r}."
+            )
+        if not (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1):
+            raise ValueError(
+                f"`eval_batch_size` must be an integer >= 1; received {self.eval_batch_size!r}."
+            )
+        if self.checkpoint_every is not None:
+            Steps.parse(self.checkpoint_every, "checkpoint_every")
+
+
+@keras.saving.register_keras_serializable(package="tf_lottery")
+class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then step drops; rewindable without recompiling.
+
+    ``lr(t) = learning_rate * min(1, t / warmup) * drop_factor ** #{d in drops: t >= d}``
+    with ``t = offset + (1 - frozen) * iterations``: the driver sets ``offset`` to the
+    rewind iteration ``k`` so a rewound network resumes the schedule at ``k``
+    (Frankle et al. 2019), and ``frozen = 1`` with ``offset = T`` for fine-tuning at the
+    final learning rate (Renda et al. 2020). ``offset`` and ``frozen`` are variables,
+    so changing them does not retrace the compiled train step.
+    """
+
+    def __init__(self, learning_rate, warmup=0, drops=(), drop_factor=0.1):
+        self.learning_rate = float(learning_rate)
+        self.warmup = int(warmup)
+        self.drops = tuple(int(d) for d in drops)
+        self.drop_factor = float(drop_factor)
+        self.offset = keras.Variable(0, dtype="int64", trainable=False, name="lr_offset")
+        self.frozen = keras.Variable(0, dtype="int64", trainable=False, name="lr_frozen")
+
+    def __call__(self, step):
+        t = tf.cast(self.offset, tf.float32) + tf.cast(
+            1 - self.frozen, tf.float32
+        ) * tf.cast(step, tf.float32)
+        lr = tf.constant(self.learning_rate, tf.float32)
+        if self.warmup > 0:
+            lr = lr * tf.minimum(1.0, t / float(self.warmup))
+        for drop in self.drops:
+            lr = lr * tf.where(t >= float(drop), self.drop_factor, 1.0)
+        return lr
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "warmup": self.warmup,
+            "drops": list(self.drops),
+            "drop_factor": self.drop_factor,
+        }
+
+
+def layer_rates_for(model, pruning_hparams: PruningHparams) -> tuple[dict, float | None]:
+    """Per-layer rates of the paper's layerwise scheme: ``(layer_rates, output_rate)``.
+
+    Convolutions (any masked ``Conv*``, depthwise and separable ones included) use
+    ``rate_conv``, the output layer ``rate_output``, everything else ``rate``. For
+    global scope both are empty/``None``.
+    """
+    if pruning_hparams.scope == "global":
+        return {}, None
+    rates = {}
+    if pruning_hparams.rate_conv is not None:
+        for name, layer in masking.masked_layers(model):
+            if "Conv" in type(layer).masked_base.__name__:
+                rates[name] = pruning_hparams.rate_conv
+    return rates, pruning_hparams.rate_output
+
+
+def _level_rates(model, hp: PruningHparams) -> dict[str, float]:
+    """The rate applied to each mask key at each layerwise level."""
+    layer_rates, output_rate = layer_rates_for(model, hp)
+    rates = {}
+    output = pruning.output_mask_key(model)
+    for key in masking.mask_keys(model):
+        layer = key.rsplit("/", 1)[0]
+        rates[key] = layer_rates.get(layer, hp.rate)
+        if key == output and output_rate is not None:
+            rates[key] = output_rate
+    return rates
+
+
+def one_shot_masks(model, target: float, hp: PruningHparams, *, reference_weights=None, seed=None):
+    """Masks that prune the model's current weights to total sparsity ``target`` at once.
+
+    Layerwise: every layer keeps ``(1 - p_l) ** n`` of its weights, with ``p_l`` its
+    per-level rate and the real ``n`` solved (by bisection) so the total sparsity is
+    ``target``, the sparsity ladder of iterative pruning compressed into one step
+    (Frankle & Carbin 2019, Sec. 5 "one-shot"). Global: one threshold pruning ``target``.
+    """
+    exclude = list(hp.exclude)
+    if hp.scope == "global":
+        return pruning.prune(model, rate=target, scope="global", criterion=hp.criterion,
+                             exclude=exclude, reference_weights=reference_weights, seed=seed)
+    rates = _level_rates(model, hp)
+    sizes = {k: v.size for k, v in masking.get_masks(model).items()}
+    excluded = {k for k in sizes for e in exclude if e in (k, k.rsplit("/", 1)[0])}
+    total = sum(sizes.values())
+
+    def sparsity(n):
+        kept = sum(
+            sizes[k] * (1.0 if k in excluded else (1 - rates[k]) ** n) for k in sizes
+        )
+        return 1 - kept / total
+
+    low, high = 0.0, 1.0
+    while sparsity(high) < target and high < 1e4:
+        high *= 2
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if sparsity(mid) < target else (low, mid)
+    layer_rates = {
+        k: min(1 - (1 - rates[k]) ** high, 0.999999) for k in sizes if k not in excluded
+    }
+    return pruning.prune(model, rate=0.0, layer_rates=layer_rates, criterion=hp.criterion,
+                         exclude=exclude, reference_weights=reference_weights, seed=seed)
+
+
+@dataclasses.dataclass
+class LotteryResult:
+    """What ``fit`` returns: every level's and branch's summary, and where files are.
+
+    Attributes:
+        run_dir: the replicate directory holding ``level_<k>/<branch>/``.
+        levels: ``levels[k][branch]`` is the ``summary.json`` dict of that branch.
+        one_shot: ``{target sparsity: summary}`` of one-shot tickets.
+    """
+
+    run_dir: str
+    levels: list[dict[str, dict]]
+    one_shot: dict[float, dict] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "run_dir": self.run_dir,
+            "levels": [{"level": k, "branches": b} for k, b in enumerate(self.levels)],
+            "one_shot": [{"target": t, "summary": s} for t, s in sorted(self.one_shot.items())],
+        }
+
+    def table(self) -> str:
+        """Markdown table: level, weights remaining, early-stopping iteration, test
+        accuracy there and at the end, one row per level and branch."""
+        rows = [
+            "| level | branch | remaining % | sparsity | early-stop it | test acc @ES | final test acc |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+
+        def row(level, branch, s):
+            es = s.get("early_stop_iteration")
+            acc = s.get("early_stop_test_accuracy")
+            return (
+                f"| {level} | {branch} | {100 * (1 - s['sparsity']):.1f} | {s['sparsity']:.4f} | "
+                f"{'-' if es is None else es} | {'-' if acc is None else f'{acc:.4f}'} | "
+                f"{s['final_test_accuracy']:.4f} |"
+            )
+
+        for level, branches in enumerate(self.levels):
+            for branch, summary in branches.items():
+                rows.append(row(level, branch, summary))
+        for target, summary in sorted(self.one_shot.items()):
+            rows.append(row(f"one-shot {target:g}", "lottery", summary))
+        return "\n".join(rows)
+
+
+class _Engine:
+    """One compiled masked model and the loops that train and evaluate it."""
+
+    def __init__(self, model_fn, dataset, training: TrainingHparams, pruning_hp, seed,
+                 strategy, runtime: Runtime, augment: bool):
+        self.model_fn = model_fn
+        self.data = dataset
+        self.hp = training
+        self.pruning_hp = pruning_hp
+        self.seed = seed
+        self.strategy = strategy
+        self.runtime = runtime
+        self.augment = augment
+        n_train = len(dataset.y_train)
+        self.batch_size = training.batch_size
+        self.steps_per_epoch = math.ceil(n_train / training.batch_size)
+        spe = self.steps_per_epoch
+        self.T = training.iterations("training_steps", spe)
+        self.E = training.iterations("eval_every", spe)
+        self.k = Steps.parse(pruning_hp.rewind).iterations(spe)
+        ckpt = runtime.checkpoint_every
+        self.checkpoint_every = (
+            Steps.parse(ckpt).iterations(spe) if ckpt is not None else 10 * self.E
+        )
+        self.S = math.gcd(runtime.steps_per_execution, self.E, self.T, self.k)
+
+        with strategy.scope():
+            self.model = self._build(derive_seed(seed, "init"))
+            self.schedule = StepSchedule(
+                training.learning_rate,
+                warmup=training.iterations("warmup", spe),
+                drops=training.drop_iterations(spe),
+                drop_factor=training.lr_drop_factor,
+            )
+            if training.optimizer == "adam":
+                optimizer = keras.optimizers.Adam(
+                    self.schedule, weight_decay=training.weight_decay or None
+                )
+            else:
+                optimizer = keras.optimizers.SGD(
+                    self.schedule, momentum=training.momentum, nesterov=training.nesterov,
+                    weight_decay=training.weight_decay or None,
+                )
+            self.model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+                jit_compile=runtime.jit_compile,
+                steps_per_execution=self.S,
+            )
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+        self.model.make_train_function()
+        self._make_data()
+
+    def _build(self, seed: int):
+        model = self.model_fn(seed)
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"`model_fn(seed)` must return a keras.Model; it returned {type(model).__name__}."
+            )
+        if not any(is_masked(layer) for _, layer in masking._walk(model)):
+            model = masking.wrap(model)
+        return model
+
+    def fresh_weights(self, seed: int) -> list[np.ndarray]:
+        """All weights of a newly initialized network (the reinit control)."""
+        return self._build(seed).get_weights()
+
+    # ----------------------------------------------------------------- data
+    def _make_data(self):
+        data = self.data
+        with tf.device("/cpu:0"):
+            self.x_train = tf.Variable(data.x_train, trainable=False, name="x_train")
+            self.y_train = tf.Variable(data.y_train.astype(np.int32), trainable=False, name="y_train")
+        n = len(data.y_train)
+        rng = np.random.default_rng(derive_seed(self.seed, "data"))
+        total = (self.T + 1) * self.batch_size
+        stream = np.concatenate(
+            [rng.permutation(n).astype(np.int32) for _ in range(math.ceil(total / n))]
+        )[:total]
+        with tf.device("/cpu:0"):
+            self.order = tf.Variable(stream, trainable=False, name="order")
+        bs = self.runtime.eval_batch_size
+
+        def eval_ds(x, y):
+            if len(y) == 0:
+                return None
+            return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(bs).cache()
+
+        self.val_ds = eval_ds(data.x_val, data.y_val)
+        self.test_ds = eval_ds(data.x_test, data.y_test)
+
+    def train_iterator(self, start: int, end: int):
+        """A distributed iterator over the batches of iterations ``[start, end)``."""
+        B = self.batch_size
+        x, y, order = self.x_train, self.y_train, self.order
+        augment_seed = derive_seed(self.seed, "augment")
+        augment = self.augment
+        from tf_lottery import data as data_module
+
+        def load(step):
+            idx = order[step * B:(step + 1) * B]
+            images = tf.gather(x, idx)
+            if augment:
+                images = data_module.augment(
+                    images, tf.stack([tf.constant(augment_seed, tf.int64), step])
+                )
+            return images, tf.gather(y, idx)
+
+        ds = tf.data.Dataset.range(start, end).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).prefetch(4)
+        return iter(self.strategy.experimental_distribute_dataset(ds))
+
+    # ----------------------------------------------------------------- state
+    def reset_optimizer(self):
+        for variable, value in zip(self.model.optimizer.variables, self.optimizer_state):
+            variable.assign(value)
+
+    def set_schedule(self, offset: int, frozen: bool):
+        self.schedule.offset.assign(offset)
+        self.schedule.frozen.assign(int(frozen))
+
+    def _other_variables(self):
+        """Variables outside get_weights (dropout seed-generator states)."""
+        weights = {id(w) for w in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    # ------------------------------------------------------------- evaluate
+    def evaluate(self) -> dict:
+        row = {}
+        for split, ds in (("val", self.val_ds), ("test", self.test_ds)):
+            if ds is None:
+                row[f"{split}_loss"] = row[f"{split}_accuracy"] = float("nan")
+                continue
+            logs = self.model.evaluate(ds, verbose=0, return_dict=True)
+            row[f"{split}_loss"] = float(logs["loss"])
+            row[f"{split}_accuracy"] = float(logs["accuracy"])
+        return row
+
+    # ---------------------------------------------------------------- train
+    def train_branch(self, out_dir: str, *, start: int, end: int, weights, masks,
+                     offset: int, frozen: bool, level: int, branch: str,
+                     capture_at: int | None = None, on_capture=None) -> dict:
+        """Trains one network for iterations ``[start, end)``; resumes a checkpoint.
+
+        Writes ``mask.npz``, ``metrics.csv``, ``final.weights.h5`` and, last,
+        ``summary.json`` to ``out_dir`` and returns the summary.
+        """
+        os.makedirs(out_dir, exist_ok=True)
+        model = self.model
+        state = self._load_checkpoint(out_dir)
+        if state is None:
+            model.set_weights(weights)
+            masking.set_masks(model, masks)
+            self.reset_optimizer()
+            step, rows = start, []
+            train_seconds = eval_seconds = 0.0
+            masking.save_masks(os.path.join(out_dir, "mask.npz"), masks)
+        else:
+            step, rows = state["step"], state["rows"]
+            train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+            logging.info("%s: resuming at iteration %d", out_dir, step)
+        self.set_schedule(offset, frozen)
+        callbacks = self._callbacks(out_dir)
+        if not rows:
+            t0 = time.perf_counter()
+            rows.append({"iteration": start, "train_loss": float("nan"),
+                         "train_accuracy": float("nan"), **self.evaluate()})
+            eval_seconds += time.perf_counter() - t0
+        iterator = self.train_iterator(step, end) if step < end else None
+        last_checkpoint = step
+        while step < end:
+            boundary = min(end, start + ((step - start) // self.E + 1) * self.E)
+            if capture_at is not None and step < capture_at < boundary:
+                boundary = capture_at
+            t0 = time.perf_counter()
+            model.reset_metrics()
+            logs = None
+            for _ in range((boundary - step) // self.S):
+                logs = model.train_function(iterator)
+            train = {k: float(v) for k, v in logs.items()}
+            train_seconds += time.perf_counter() - t0
+            step = boundary
+            if capture_at is not None and step == capture_at:
+                on_capture()
+            if (step - start) % self.E == 0 or step == end:
+                t0 = time.perf_counter()
+                row = {"iteration": step, "train_loss": train["loss"],
+                       "train_accuracy": train["accuracy"], **self.evaluate()}
+                eval_seconds += time.perf_counter() - t0
+                rows.append(row)
+                callbacks.on_epoch_end(step, {k: v for k, v in row.items() if k != "iteration"})
+                if step < end and step - last_checkpoint >= self.checkpoint_every:
+                    self._save_checkpoint(out_dir, step, rows, train_seconds, eval_seconds)
+                    last_checkpoint = step
+        callbacks.on_train_end()
+
+        runs.write_csv(os.path.join(out_dir, "metrics.csv"), METRIC_COLUMNS, rows)
+        with runs.atomic_path(os.path.join(out_dir, "final.weights.h5"), ".weights.h5") as tmp:
+            model.save_weights(tmp)
+        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
+        runs.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+        self._remove_checkpoint(out_dir)
+        return summary
+
+    def _callbacks(self, out_dir):
+        callbacks = []
+        if self.runtime.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(
+                log_dir=os.path.join(out_dir, "tensorboard"), write_graph=False,
+                update_freq="epoch", profile_batch=0,
+            ))
+        cb = keras.callbacks.CallbackList(callbacks, model=self.model)
+        cb.on_train_begin()
+        return cb
+
+    def _summary(self, rows, level, branch, start, end, train_seconds, eval_seconds):
+        report = masking.sparsity_report(self.model)
+        final = rows[-1]
+        trained = [r for r in rows if r["iteration"] > start] or rows
+        es = None
+        if not math.isnan(trained[0]["val_loss"]):
+            es = min(trained, key=lambda r: (r["val_loss"], r["iteration"]))
+        return {
+            "level": level,
+            "branch": branch,
+            "sparsity": report.sparsity,
+            "weights_remaining": 1 - report.sparsity,
+            "weights": report.weights,
+            "alive": report.alive,
+            "layer_sparsity": {k: s.sparsity for k, s in report.layers.items()},
+            "start_iteration": start,
+            "end_iteration": end,
+            "early_stop_iteration": None if es is None else es["iteration"],
+            "early_stop_val_loss": None if es is None else es["val_loss"],
+            "early_stop_val_accuracy": None if es is None else es["val_accuracy"],
+            "early_stop_test_accuracy": None if es is None else es["test_accuracy"],
+            "final_train_loss": final["train_loss"],
+            "final_train_accuracy": final["train_accuracy"],
+            "final_val_loss": final["val_loss"],
+            "final_val_accuracy": final["val_accuracy"],
+            "final_test_loss": final["test_loss"],
+            "final_test_accuracy": final["test_accuracy"],
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+        }
+
+    # ---------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds):
+        name = f"checkpoint-{step}.weights.h5"
+        with runs.atomic_path(os.path.join(out_dir, name), ".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        runs.atomic_write_json(os.path.join(out_dir, "checkpoint.json"), {
+            "step": step,
+            "weights": name,
+            "rows": rows,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "other_variables": [v.numpy().tolist() for v in self._other_variables()],
+            "schedule": [int(self.schedule.offset.numpy()), int(self.schedule.frozen.numpy())],
+        })
+        for old in os.listdir(out_dir):
+            if old.startswith("checkpoint-") and old != name:
+                os.remove(os.path.join(out_dir, old))
+
+    def _load_checkpoint(self, out_dir):
+        path = os.path.join(out_dir, "checkpoint.json")
+        if not os.path.exists(path):
+            return None
+        try:
+            state = runs.read_json(path)
+            self.model.load_weights(os.path.join(out_dir, state["weights"]))
+            for variable, value in zip(self._other_variables(), state["other_variables"]):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            return state
+        except Exception as err:  # a torn or corrupt checkpoint: retrain this branch
+            logging.warning(
+                "Checkpoint in %s is unreadable (%s: %s); retraining this branch from its "
+                "start. Finished levels are not affected.", out_dir, type(err).__name__, err,
+            )
+            self._remove_checkpoint(out_dir)
+            return None
+
+    @staticmethod
+    def _remove_checkpoint(out_dir):
+        for name in os.listdir(out_dir):
+            if name.startswith("checkpoint"):
+                os.remove(os.path.join(out_dir, name))
+
+
+def _load_finished(out_dir: str):
+    """The summary of a finished branch, or ``None`` if it must be (re)trained."""
+    path = os.path.join(out_dir, "summary.json")
+    needed = [path, os.path.join(out_dir, "final.weights.h5"), os.path.join(out_dir, "mask.npz")]
+    if not all(os.path.exists(p) for p in needed):
+        return None
+    try:
+        return runs.read_json(path)
+    except ValueError as err:
+        logging.warning("%s; retraining that branch.", err)
+        return None
+
+
+def _check_dataset(dataset):
+    needed = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    missing = [name for name in needed if not hasattr(dataset, name)]
+    if missing:
+        raise ValueError(
+            f"`dataset` must have the arrays {list(needed)} (see tf_lottery.data.Dataset); "
+            f"{type(dataset).__name__} lacks {missing}."
+        )
+    if len(dataset.y_train) == 0:
+        raise ValueError("`dataset` has an empty training split.")
+
+
+def fit(
+    model_fn,
+    dataset,
+    *,
+    training: TrainingHparams,
+    pruning_hparams: PruningHparams,
+    run_dir: str | os.PathLike,
+    seed: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
+    runtime: Runtime | None = None,
+    augment: bool = False,
+) -> LotteryResult:
+    """Finds lottery tickets by iterative magnitude pruning with rewinding.
+
+    Runs level 0 (dense) and ``pruning_hparams.levels`` pruned levels, each training the
+    ``lottery`` branch and the requested control branches for the same budget, then the
+    one-shot tickets. Everything is written under ``run_dir`` (see ``runs``), and a
+    rerun with the same arguments skips finished branches and resumes the one in
+    progress from its last checkpoint.
+
+    Args:
+        model_fn: ``model_fn(seed: int) -> keras.Model`` building a fresh, initialized
+            Sequential or Functional model (plain layers are wrapped with
+            ``tf_lottery.wrap``) that maps a batch of ``dataset`` inputs to logits of
+            shape ``(batch, classes)``. Called under ``strategy.scope()`` and the
+            global dtype policy in force.
+        dataset: a ``tf_lottery.data.Dataset`` (float32 inputs, int labels; the
+            validation split drives early stopping and may be empty).
+        training: how each network is trained (``TrainingHparams``).
+        pruning_hparams: levels, rates, criterion, rewind point and controls.
+        run_dir: the replicate directory to write (created if needed).
+        seed: fixes initialization, data order, augmentation and the controls.
+        strategy: a ``tf.distribute.Strategy`` (default: the current one).
+        runtime: speed and logging options (``Runtime``).
+        augment: apply ``tf_lottery.data.augment`` (flip and crop) to training batches.
+
+    Returns:
+        A ``LotteryResult`` with each level's and branch's summary.
+
+    Raises:
+        ValueError: before any file is written, for inconsistent lengths (a rewind point
+            past the budget, ...), a dataset without the needed arrays, or a
+            ``model_fn`` that does not return a keras.Model.
+    """
+    _check_dataset(dataset)
+    runtime = runtime or Runtime()
+    steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
+    training.check_against(steps_per_epoch, pruning_hparams.rewind)
+    strategy = strategy or tf.distribute.get_strategy()
+    if runtime.deterministic:
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+    engine = _Engine(model_fn, dataset, training, pruning_hparams, seed, strategy, runtime, augment)
+    run_dir = os.fspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    return _Driver(engine, pruning_hparams, run_dir).run()
+
+
+class _Driver:
+    """The level loop of ``fit``: which weights and masks each branch starts from."""
+
+    def __init__(self, engine: _Engine, hp: PruningHparams, run_dir: str):
+        self.engine = engine
+        self.hp = hp
+        self.run_dir = run_dir
+        self.model = engine.model
+        self.result = LotteryResult(run_dir, [])
+
+    def _weights_file(self, name):
+        return os.path.join(self.run_dir, f"{name}.weights.h5")
+
+    def _save_weights(self, name):
+        with runs.atomic_path(self._weights_file(name), ".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+
+    def _load_weights(self, path) -> list[np.ndarray]:
+        self.model.load_weights(path)
+        return self.model.get_weights()
+
+    def _write_results(self):
+        runs.atomic_write_json(os.path.join(self.run_dir, "results.json"), self.result.to_dict())
+
+    def _branch(self, level, branch, out_dir, **kwargs):
+        done = _load_finished(out_dir)
+        if done is None:
+            logging.info("level %d %s: training", level, branch)
+            done = self.engine.train_branch(out_dir, level=level, branch=branch, **kwargs)
+            logging.info(
+                "level %d %s: sparsity %.4f, early-stop iteration %s, test accuracy %.4f",
+                level, branch, done["sparsity"], done["early_stop_iteration"],
+                done["final_test_accuracy"],
+            )
+        return done
+
+    def run(self) -> LotteryResult:
+        e, hp = self.engine, self.hp
+        init_file = self._weights_file("init")
+        if os.path.exists(init_file):
+            theta_0 = self._load_weights(init_file)
+        else:
+            theta_0 = self.model.get_weights()
+            self._save_weights("init")
+        ones = {k: np.ones_like(v) for k, v in masking.get_masks(self.model).items()}
+        rewind_file = self._weights_file("rewind")
+
+        def capture():
+            self._save_weights("rewind")
+
+        level_dir = lambda k: os.path.join(self.run_dir, f"level_{k}")  # noqa: E731
+        dense_dir = os.path.join(level_dir(0), "lottery")
+        if e.k > 0 and not os.path.exists(rewind_file) and _load_finished(dense_dir):
+            os.remove(os.path.join(dense_dir, "summary.json"))  # rewind point lost: redo
+        dense = self._branch(
+            0, "lottery", dense_dir, start=0, end=e.T, weights=theta_0, masks=ones,
+            offset=0, frozen=False, capture_at=e.k if e.k > 0 else None, on_capture=capture,
+        )
+        self.result.levels.append({"lottery": dense})
+        self._write_results()
+        theta_k = theta_0 if e.k == 0 else self._load_weights(rewind_file)
+        reference = self._prunable(theta_k)
+        previous = self._load_weights(os.path.join(dense_dir, "final.weights.h5"))
+        dense_final = previous
+
+        for level in range(1, hp.levels + 1):
+            out = level_dir(level)
+            masks = self._next_masks(out, previous, reference, level)
+            start_weights = theta_k if hp.retrain == "rewind" else previous
+            common = dict(start=e.k, end=e.T, offset=e.T if hp.retrain == "finetune" else e.k,
+                          frozen=hp.retrain == "finetune")
+            summaries = {}
+            for control in [c for c in CONTROLS if c in hp.controls]:
+                if control == "reinit":
+                    weights = e.fresh_weights(derive_seed(e.seed, "reinit", level))
+                    control_masks = masks
+                else:
+                    weights = start_weights
+                    control_masks = pruning.random_masks_like(
+                        masks, seed=derive_seed(e.seed, "random_prune", level)
+                    )
+                summaries[control] = self._branch(
+                    level, control, os.path.join(out, control), weights=weights,
+                    masks=control_masks, **common,
+                )
+            summaries = {"lottery": self._branch(
+                level, "lottery", os.path.join(out, "lottery"), weights=start_weights,
+                masks=masks, **common,
+            ), **summaries}
+            self.result.levels.append(summaries)
+            self._write_results()
+            previous = self._load_weights(os.path.join(out, "lottery", "final.weights.h5"))
+
+        for target in hp.one_shot:
+            out = os.path.join(self.run_dir, "one_shot", f"sparsity_{target:.4f}", "lottery")
+            mask_file = os.path.join(out, "mask.npz")
+            if os.path.exists(mask_file):
+                masks = masking.load_masks(mask_file)
+            else:
+                self.model.set_weights(dense_final)
+                masks = one_shot_masks(self.model, target, hp, reference_weights=reference,
+                                       seed=derive_seed(e.seed, "one_shot", target))
+            start_weights = theta_k if hp.retrain == "rewind" else dense_final
+            self.result.one_shot[target] = self._branch(
+                -1, "one_shot", out, start=e.k, end=e.T, weights=start_weights, masks=masks,
+                offset=e.T if hp.retrain == "finetune" else e.k, frozen=hp.retrain == "finetune",
+            )
+            self._write_results()
+        return self.result
+
+    def _prunable(self, weights):
+        self.model.set_weights(weights)
+        return masking.get_prunable_weights(self.model)
+
+    def _next_masks(self, out, previous, reference, level):
+        """Level ``level``'s mask: pruned from level ``level-1``'s trained lottery network."""
+        path = os.path.join(out, "lottery", "mask.npz")
+        if os.path.exists(path):
+            try:
+                return masking.load_masks(path)
+            except ValueError as err:
+                logging.warning("%s; recomputing the mask.", err)
+        self.model.set_weights(previous)  # weights and masks of the previous level
+        hp = self.hp
+        layer_rates, output_rate = layer_rates_for(self.model, hp)
+        return pruning.prune(
+            self.model, rate=hp.rate, scope=hp.scope, criterion=hp.criterion,
+            layer_rates=layer_rates, output_rate=output_rate, exclude=list(hp.exclude),
+            reference_weights=reference, seed=derive_seed(self.engine.seed, "prune", level),
+        )
+
