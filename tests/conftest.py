@@ -12,7 +12,7 @@ def clean_keras():
     ``pytestmark = pytest.mark.usefixtures("clean_keras")``.
     """
     keras.config.set_dtype_policy("float32")
-    keras.utils.clear_session()
+    # free_memory=False skips gc.collect(), which costs ~0.15 s per test.
+    keras.utils.clear_session(free_memory=False)
     yield
     keras.config.set_dtype_policy("float32")
-    keras.utils.clear_session()

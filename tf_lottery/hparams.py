@@ -109,6 +109,7 @@ class DatasetHparams:
     dataset: str
     validation_size: int | None = None  # None: 5,000 for real data (the paper's split)
     augment: bool = False
+    synthetic_size: int | None = None  # training examples of the synthetic dataset
 
     def __post_init__(self):
         if self.validation_size is not None:
@@ -295,8 +296,16 @@ class ExperimentHparams:
         )
 
     def digest(self, length: int = 10) -> str:
-        """A short, stable hex hash of ``to_dict()`` (canonical JSON, SHA-256)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A short, stable hex hash (SHA-256 of canonical JSON) of what fixes results.
+
+        ``pruning.levels``, ``pruning.controls`` and ``pruning.one_shot`` are left out, as
+        in open_lth: they add levels or branches without changing the others, so a run
+        can be extended (``--levels=15`` after ``--levels=10``) in the same directory.
+        """
+        values = self.to_dict()
+        for extendable in ("levels", "controls", "one_shot"):
+            values["pruning"].pop(extendable)
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
     def run_name(self) -> str:
