@@ -158,11 +158,13 @@ class TrainingHparams:
             _fail("lr_drop_factor", self.lr_drop_factor, "must be in (0, 1]")
         if self.momentum == 0 and self.nesterov:
             _fail("nesterov", self.nesterov, "needs --momentum > 0")
-        object.__setattr__(self, "lr_drops", tuple(str(s) for s in self.lr_drops))
+        # Canonical step strings ("500it", sorted drops), so equal experiments hash equal.
         for name in ("training_steps", "eval_every", "warmup"):
-            Steps.parse(getattr(self, name), name)
-        for drop in self.lr_drops:
-            Steps.parse(drop, "lr_drops")
+            object.__setattr__(self, name, str(Steps.parse(getattr(self, name), name)))
+        drops = [Steps.parse(drop, "lr_drops") for drop in self.lr_drops]
+        object.__setattr__(self, "lr_drops", tuple(
+            str(d) for d in sorted(drops, key=lambda d: (d.unit, d.amount))
+        ))
         if Steps.parse(self.training_steps).amount == 0:
             _fail("training_steps", self.training_steps, "must be positive")
         if Steps.parse(self.eval_every).amount == 0:
@@ -242,7 +244,7 @@ class PruningHparams:
                 "pruning only (exclude the output layer with --exclude=output instead)",
             )
         _check_choice("criterion", self.criterion, sorted(CRITERIA))
-        Steps.parse(self.rewind, "rewind")
+        object.__setattr__(self, "rewind", str(Steps.parse(self.rewind, "rewind")))
         _check_choice("retrain", self.retrain, RETRAIN_MODES)
         object.__setattr__(self, "controls", tuple(self.controls))
         for control in self.controls:

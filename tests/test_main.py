@@ -1,0 +1,118 @@
+"""End-to-end tests of the command line: python -m tf_lottery.main on synthetic data."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = [
+    "--dataset=synthetic", "--batch_size=32", "--training_steps=300it", "--eval_every=50it",
+    "--learning_rate=0.002", "--levels=2", "--prune_rate=0.5", "--prune_rate_output=0.25",
+    "--controls=reinit,random_prune", "--rewind=50it", "--seed=7",
+]
+
+
+def cli(*args, wait=True, **kwargs):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "tf_lottery.main", *args]
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def results(run_root):
+    (path,) = glob.glob(os.path.join(run_root, "*", "replicate_0", "results.json"))
+    with open(path) as f:
+        return json.load(f)
+
+
+def without_times(obj):
+    if isinstance(obj, dict):
+        return {k: without_times(v) for k, v in obj.items()
+                if not k.endswith("_seconds") and k != "run_dir"}
+    if isinstance(obj, list):
+        return [without_times(v) for v in obj]
+    return obj
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = SMALL + ["--deterministic", "--checkpoint_every=50it", "--training_steps=600it"]
+    whole = cli(*args, f"--run_root={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert "| 2 | random_prune |" in whole.stdout  # the closing table
+
+    root = tmp_path / "killed"
+    process = cli(*args, f"--run_root={root}", wait=False)
+    deadline = time.time() + 300
+    pattern = str(root / "*" / "replicate_0" / "level_1" / "*" / "checkpoint.json")
+    while not glob.glob(pattern):
+        assert process.poll() is None, "run ended before it could be killed mid-level"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (killed_branch,) = [os.path.dirname(p) for p in glob.glob(pattern)]
+    assert not os.path.exists(os.path.join(killed_branch, "summary.json"))
+
+    resumed = cli(*args, f"--run_root={root}")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at iteration" in resumed.stderr
+    assert without_times(results(root)) == without_times(results(tmp_path / "whole"))
+    run_dir = glob.glob(str(root / "*"))[0]
+    assert json.load(open(os.path.join(run_dir, "hparams.json")))["pruning"]["rewind"] == "50it"
+    flags_txt = open(os.path.join(run_dir, "flags.txt")).read()
+    assert "--rewind=50it" in flags_txt and "--controls=reinit,random_prune" in flags_txt
+
+
+def test_mirrored_strategy_over_two_cpu_devices(tmp_path):
+    run = cli(*SMALL, "--levels=1", "--controls=", "--distribution=mirrored",
+              "--cpu_devices=2", f"--run_root={tmp_path}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Using MirroredStrategy with devices" in run.stderr and "CPU:1" in run.stderr
+    summary = results(tmp_path)["levels"][1]["branches"]["lottery"]
+    assert summary["sparsity"] > 0.45 and summary["final_test_accuracy"] > 0.5
+
+
+def test_mixed_bfloat16_on_cpu(tmp_path):
+    run = cli(*SMALL, "--levels=1", "--controls=", "--precision=mixed_bfloat16",
+              f"--run_root={tmp_path}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = results(tmp_path)["levels"][1]["branches"]["lottery"]
+    assert summary["final_test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--model=resnet99", "--model"),
+    ("--criterion=biggest", "--criterion"),
+    ("--distribution=cluster", "--distribution"),
+    ("--prune_rate=1.5", "--prune_rate"),
+    ("--prune_rate=-0.1", "--prune_rate"),
+    ("--rewind=300it", "--rewind"),
+    ("--rewind=5 iterations", "--rewind"),
+    ("--training_steps=12", "--training_steps"),
+    ("--one_shot=lots", "--one_shot"),
+    ("--initializer=glorious", "--initializer"),
+    ("--controls=reinit,shuffle", "--controls"),
+])
+def test_bad_flags_exit_2_with_one_line_before_any_directory(tmp_path, flag, message):
+    run = cli(*SMALL, flag, f"--run_root={tmp_path / 'runs'}")
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], run.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_missing_data_files_exit_2(tmp_path):
+    run = cli("--dataset=mnist", f"--data_dir={tmp_path / 'nowhere'}",
+              f"--run_root={tmp_path / 'runs'}")
+    assert run.returncode == 2
+    assert "data_dir" in run.stderr
+    assert not os.path.exists(tmp_path / "runs")
