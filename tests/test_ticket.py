@@ -233,3 +233,20 @@ def test_user_model_and_adam_weight_decay_sgd(tmp_path):
     assert result.levels[1]["lottery"]["layer_sparsity"] == {
         "hidden/kernel": 0.5, "output/kernel": 0.5}
     assert result.levels[1]["lottery"]["final_test_accuracy"] > 0.5
+
+
+def test_trainer_trains_any_interval_and_data_order():
+    trainer = ticket.Trainer(model_fn, DATA, TRAINING, seed=1, runtime=RUNTIME)
+    weights = trainer.model.get_weights()
+    masks = {k: np.ones_like(v) for k, v in tfl.get_masks(trainer.model).items()}
+    a = trainer.train(weights=weights, masks=masks, start=7, end=230)
+    assert [r["iteration"] for r in a["metrics"]] == [7, 107, 207, 230]
+    assert int(trainer.model.optimizer.iterations) == 223  # exactly the interval's steps
+    trainer.set_data_order(99)
+    b = trainer.train(weights=weights, masks=masks, start=7, end=230)
+    assert b["final_val_loss"] != a["final_val_loss"]  # other batches, other network
+    trainer.set_data_order(ticket.derive_seed(1, "data"))
+    c = trainer.train(weights=weights, masks=masks, start=7, end=230)
+    assert c["final_val_loss"] == a["final_val_loss"]
+    with pytest.raises(ValueError, match="start"):
+        trainer.train(weights=weights, masks=masks, start=300)

@@ -39,7 +39,15 @@ from tf_lottery.hparams import (
 )
 from tf_lottery.layers import is_masked
 
-__all__ = ["Runtime", "LotteryResult", "fit", "StepSchedule", "layer_rates_for", "one_shot_masks"]
+__all__ = [
+    "Runtime",
+    "LotteryResult",
+    "Trainer",
+    "fit",
+    "StepSchedule",
+    "layer_rates_for",
+    "one_shot_masks",
+]
 
 METRIC_COLUMNS = (
     "iteration", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
@@ -314,14 +322,9 @@ class _Engine:
         with tf.device("/cpu:0"):
             self.x_train = tf.Variable(data.x_train, trainable=False, name="x_train")
             self.y_train = tf.Variable(data.y_train.astype(np.int32), trainable=False, name="y_train")
-        n = len(data.y_train)
-        rng = np.random.default_rng(derive_seed(self.seed, "data"))
-        total = (self.T + 1) * self.batch_size
-        stream = np.concatenate(
-            [rng.permutation(n).astype(np.int32) for _ in range(math.ceil(total / n))]
-        )[:total]
         with tf.device("/cpu:0"):
-            self.order = tf.Variable(stream, trainable=False, name="order")
+            self.order = tf.Variable(self._order(derive_seed(self.seed, "data")),
+                                     trainable=False, name="order")
         bs = self.runtime.eval_batch_size
 
         def eval_ds(x, y):
@@ -331,6 +334,19 @@ class _Engine:
 
         self.val_ds = eval_ds(data.x_val, data.y_val)
         self.test_ds = eval_ds(data.x_test, data.y_test)
+
+    def _order(self, seed: int) -> np.ndarray:
+        """The example-index stream: concatenated permutations, ``(T + 1) * B`` int32."""
+        n = len(self.data.y_train)
+        rng = np.random.default_rng(seed)
+        total = (self.T + 1) * self.batch_size
+        return np.concatenate(
+            [rng.permutation(n).astype(np.int32) for _ in range(math.ceil(total / n))]
+        )[:total]
+
+    def set_data_order(self, seed: int) -> None:
+        """Draws a new training data order (same compiled pipeline, no retracing)."""
+        self.order.assign(self._order(seed))
 
     def train_iterator(self, start: int, end: int):
         """A distributed iterator over the batches of iterations ``[start, end)``."""
@@ -381,24 +397,28 @@ class _Engine:
         return row
 
     # ---------------------------------------------------------------- train
-    def train_branch(self, out_dir: str, *, start: int, end: int, weights, masks,
+    def train_branch(self, out_dir: str | None, *, start: int, end: int, weights, masks,
                      offset: int, frozen: bool, level: int, branch: str,
                      capture_at: int | None = None, on_capture=None) -> dict:
         """Trains one network for iterations ``[start, end)``; resumes a checkpoint.
 
         Writes ``mask.npz``, ``metrics.csv``, ``final.weights.h5`` and, last,
-        ``summary.json`` to ``out_dir`` and returns the summary.
+        ``summary.json`` to ``out_dir`` and returns the summary (with the metric rows
+        under ``"metrics"`` when ``out_dir`` is None, which writes nothing).
         """
-        os.makedirs(out_dir, exist_ok=True)
         model = self.model
-        state = self._load_checkpoint(out_dir)
+        state = None
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            state = self._load_checkpoint(out_dir)
         if state is None:
             model.set_weights(weights)
             masking.set_masks(model, masks)
             self.reset_optimizer()
             step, rows = start, []
             train_seconds = eval_seconds = 0.0
-            masking.save_masks(os.path.join(out_dir, "mask.npz"), masks)
+            if out_dir is not None:
+                masking.save_masks(os.path.join(out_dir, "mask.npz"), masks)
         else:
             step, rows = state["step"], state["rows"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
@@ -419,7 +439,9 @@ class _Engine:
             t0 = time.perf_counter()
             model.reset_metrics()
             logs = None
-            for _ in range((boundary - step) // self.S):
+            # Chunks are multiples of S except possibly the last one, where the
+            # iterator runs out at `end` and the compiled loop stops early.
+            for _ in range(-(-(boundary - step) // self.S)):
                 logs = model.train_function(iterator)
             train = {k: float(v) for k, v in logs.items()}
             train_seconds += time.perf_counter() - t0
@@ -433,22 +455,23 @@ class _Engine:
                 eval_seconds += time.perf_counter() - t0
                 rows.append(row)
                 callbacks.on_epoch_end(step, {k: v for k, v in row.items() if k != "iteration"})
-                if step < end and step - last_checkpoint >= self.checkpoint_every:
+                if out_dir and step < end and step - last_checkpoint >= self.checkpoint_every:
                     self._save_checkpoint(out_dir, step, rows, train_seconds, eval_seconds)
                     last_checkpoint = step
         callbacks.on_train_end()
-
+        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
+        if out_dir is None:
+            return {**summary, "metrics": rows}
         runs.write_csv(os.path.join(out_dir, "metrics.csv"), METRIC_COLUMNS, rows)
         with runs.atomic_path(os.path.join(out_dir, "final.weights.h5"), ".weights.h5") as tmp:
             model.save_weights(tmp)
-        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
         runs.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
         self._remove_checkpoint(out_dir)
         return summary
 
     def _callbacks(self, out_dir):
         callbacks = []
-        if self.runtime.tensorboard:
+        if self.runtime.tensorboard and out_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(
                 log_dir=os.path.join(out_dir, "tensorboard"), write_graph=False,
                 update_freq="epoch", profile_batch=0,
@@ -529,6 +552,71 @@ class _Engine:
         for name in os.listdir(out_dir):
             if name.startswith("checkpoint"):
                 os.remove(os.path.join(out_dir, name))
+
+
+class Trainer:
+    """Trains masked networks on one compiled model: the engine under ``fit``, public
+    for analyses (instability, noise robustness, transfer) and searches.
+
+    Args:
+        model_fn, dataset, training, seed, strategy, runtime, augment: as for ``fit``.
+        rewind: the rewind point, a step string (sets ``steps_per_execution`` so that
+            training can start there).
+
+    Attributes:
+        model: the compiled masked ``keras.Model`` (its weights are the last trained).
+        iterations: the budget ``T`` in iterations; ``eval_every`` in iterations.
+    """
+
+    def __init__(self, model_fn, dataset, training: TrainingHparams, *, seed: int = 0,
+                 rewind: str = "0it", strategy=None, runtime: Runtime | None = None,
+                 augment: bool = False):
+        _check_dataset(dataset)
+        runtime = runtime or Runtime()
+        steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
+        training.check_against(steps_per_epoch, rewind)
+        self._engine = _Engine(
+            model_fn, dataset, training, PruningHparams(rewind=rewind), seed,
+            strategy or tf.distribute.get_strategy(), runtime, augment,
+        )
+        self.model = self._engine.model
+        self.iterations = self._engine.T
+        self.eval_every = self._engine.E
+        self.rewind_iteration = self._engine.k
+
+    def fresh_weights(self, seed: int) -> list[np.ndarray]:
+        """``get_weights()`` of a newly built network from ``model_fn(seed)``."""
+        return self._engine.fresh_weights(seed)
+
+    def set_data_order(self, seed: int) -> None:
+        """Uses another shuffling of the training data (e.g. for instability)."""
+        self._engine.set_data_order(seed)
+
+    def evaluate(self) -> dict:
+        """``{"val_loss", "val_accuracy", "test_loss", "test_accuracy"}`` of ``model``."""
+        return self._engine.evaluate()
+
+    def train(self, *, weights, masks, start: int = 0, end: int | None = None,
+              out_dir: str | None = None, finetune: bool = False) -> dict:
+        """Trains ``model`` from ``weights`` (a ``get_weights()`` list) under ``masks``
+        for iterations ``[start, end)`` (default: to the budget), with the learning-rate
+        schedule at ``start`` (or frozen at its final value if ``finetune``).
+
+        Returns the summary dict of ``fit`` plus ``"metrics"`` (the evaluation rows)
+        when ``out_dir`` is None; with ``out_dir`` it writes the branch files there and
+        resumes from a checkpoint found there.
+        """
+        end = self.iterations if end is None else end
+        if not 0 <= start < end <= self.iterations:
+            raise ValueError(
+                f"`start`={start} and `end`={end} must satisfy 0 <= start < end <= "
+                f"{self.iterations} (the training budget)."
+            )
+        e = self._engine
+        return e.train_branch(
+            out_dir, start=start, end=end, weights=weights, masks=masks,
+            offset=e.T if finetune else start, frozen=finetune, level=-1, branch="train",
+        )
 
 
 def _load_finished(out_dir: str):
