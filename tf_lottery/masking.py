@@ -11,6 +11,7 @@ import dataclasses
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 
 import keras
@@ -356,16 +357,28 @@ def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable ``.npz`` (e.g. truncated).
+        ValueError: the file is not a readable ``.npz`` (e.g. truncated or corrupt), or
+            holds values other than 0 and 1.
     """
     path = os.fspath(path)
     try:
-        with np.load(path) as data:
-            return {key: data[key].astype(np.float32) for key in data.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive (a single .npy array?)")
+        with data:
+            masks = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as err:
+        # zlib.error: a corrupt compressed member; KeyError: a damaged zip directory.
         raise ValueError(f"Cannot read masks from {path!r}: {err}") from err
+    for key, value in masks.items():
+        if not np.isin(value, (0, 1)).all():
+            raise ValueError(
+                f"Cannot read masks from {path!r}: array {key!r} holds values other than "
+                "0 and 1, so it is not a mask."
+            )
+    return {key: value.astype(np.float32) for key, value in masks.items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -227,19 +227,28 @@ def prune(
             order = alive[np.argsort(score[alive], kind="stable")]
             flat[order[: _count(rates[key], alive.size)]] = 0.0
     else:
+        # Each layer's best survivor (the last one in its stable order) is protected so
+        # that every layer keeps a weight; the rest compete under one threshold, and
+        # exactly round(rate * survivors) of them go (capped by the protected ones).
         included = list(scores)
-        alive = [np.flatnonzero(new_masks[k].reshape(-1)) for k in included]
-        all_scores = np.concatenate([scores[k][a] for k, a in zip(included, alive)])
-        owner = np.concatenate([np.full(a.size, i) for i, a in enumerate(alive)])
-        index = np.concatenate(alive)
-        total = all_scores.size
-        order = np.argsort(all_scores, kind="stable")[: _count(rate, total)]
+        candidates, owners = [], []
         for i, key in enumerate(included):
-            chosen = index[order[owner[order] == i]]
-            if chosen.size >= alive[i].size:  # keep the best weight of the layer
-                best = alive[i][np.argsort(scores[key][alive[i]], kind="stable")[-1]]
-                chosen = chosen[chosen != best]
-            new_masks[key].reshape(-1)[chosen] = 0.0
+            alive = np.flatnonzero(new_masks[key].reshape(-1))
+            ordered = alive[np.argsort(scores[key][alive], kind="stable")]
+            candidates.append(ordered[:-1])
+            owners.append(np.full(max(ordered.size - 1, 0), i))
+        total = sum(np.count_nonzero(new_masks[key]) for key in included)
+        count = min(_count(rate, total), sum(c.size for c in candidates))
+        index = np.concatenate(candidates)
+        owner = np.concatenate(owners)
+        all_scores = np.concatenate(
+            [scores[key][c] for key, c in zip(included, candidates)]
+        )
+        # Stable sort over candidates listed in layer order, each layer's in its own
+        # stable order: ties go to the earlier layer, then to the lower flat index.
+        order = np.argsort(all_scores, kind="stable")[:count]
+        for i, key in enumerate(included):
+            new_masks[key].reshape(-1)[index[order[owner[order] == i]]] = 0.0
     return new_masks
 
 
