@@ -247,6 +247,25 @@ class LotteryResult:
         return "\n".join(rows)
 
 
+def _jit_compile(runtime: Runtime, strategy) -> bool:
+    """``runtime.jit_compile``, except off for several replicas on CPU devices.
+
+    XLA cannot reach a variable that lives on another CPU device ("Trying to access
+    resource ... located in device CPU:1 from device CPU:0", TensorFlow's XLA known
+    issues), which is what ``MirroredStrategy`` over logical CPU devices does.
+    """
+    if not runtime.jit_compile or strategy.num_replicas_in_sync <= 1:
+        return runtime.jit_compile
+    devices = getattr(strategy.extended, "worker_devices", ())
+    if devices and all("CPU" in device.upper() for device in devices):
+        logging.warning(
+            "jit_compile is off: XLA cannot share variables across the %d CPU replicas "
+            "of %s.", strategy.num_replicas_in_sync, type(strategy).__name__,
+        )
+        return False
+    return runtime.jit_compile
+
+
 class _Engine:
     """One compiled masked model and the loops that train and evaluate it."""
 
@@ -272,6 +291,16 @@ class _Engine:
             Steps.parse(ckpt).iterations(spe) if ckpt is not None else 10 * self.E
         )
         self.S = math.gcd(runtime.steps_per_execution, self.E, self.T, self.k)
+        if self.S > 1 and strategy.num_replicas_in_sync > 1 and not isinstance(
+            strategy, tf.distribute.TPUStrategy
+        ):
+            # Keras 3.15's multi-step loop under MirroredStrategy fails at run time
+            # ("You must feed a value for placeholder tensor 'while/.../Placeholder'").
+            logging.warning(
+                "steps_per_execution=1: Keras's multi-step train loop fails under %s with "
+                "%d replicas.", type(strategy).__name__, strategy.num_replicas_in_sync,
+            )
+            self.S = 1
 
         with strategy.scope():
             self.model = self._build(derive_seed(seed, "init"))
@@ -294,7 +323,7 @@ class _Engine:
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
-                jit_compile=runtime.jit_compile,
+                jit_compile=_jit_compile(runtime, strategy),
                 steps_per_execution=self.S,
             )
             self.model.optimizer.build(self.model.trainable_variables)
