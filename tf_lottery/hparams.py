@@ -91,15 +91,65 @@ def _check_choice(field, value, choices):
 
 @dataclasses.dataclass(frozen=True)
 class ModelHparams:
-    """Which network to build: a ``tf_lottery.models.MODELS`` name and its options."""
+    """Which network to build: a ``tf_lottery.models.MODELS`` name and its options.
+
+    ``initializer`` is a Keras initializer name, or ``"gradinit"``: the kernels are drawn
+    from ``base_initializer`` and then rescaled by GradInit (Zhu et al., NeurIPS 2021;
+    see ``tf_lottery.gradinit``) with the ``gradinit_*`` settings. Those fields are
+    ``None`` for any other initializer (and then left out of the hash, so run names of
+    experiments without GradInit do not change).
+    """
 
     model: str
     initializer: str = "glorot_normal"
     dropout: float = 0.0
     batch_norm: bool | None = None
+    # ---- GradInit settings (tf_lottery.gradinit); None unless initializer == "gradinit".
+    base_initializer: str | None = None
+    gradinit_steps: int | None = None
+    gradinit_eta: float | None = None
+    gradinit_gamma: float | None = None
+    gradinit_optimizer: str | None = None
+    gradinit_scale_lr: float | None = None
+    gradinit_min_scale: float | None = None
+    gradinit_batch_size: int | None = None
 
     def __post_init__(self):
         _check_number("dropout", self.dropout, 0.0, 1.0)
+        # ---- GradInit settings: defaults of tf_lottery.gradinit.gradinit, checked here.
+        if self.initializer != "gradinit":
+            for name in GRADINIT_FIELDS:
+                if getattr(self, name) is not None:
+                    _fail(name, getattr(self, name), "applies only with --initializer=gradinit")
+            return
+        for name, default in GRADINIT_DEFAULTS.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.base_initializer == "gradinit":
+            _fail("base_initializer", self.base_initializer,
+                  "must name a Keras initializer such as glorot_normal, not gradinit")
+        _check_number("gradinit_steps", self.gradinit_steps, 1, integer=True)
+        _check_number("gradinit_eta", self.gradinit_eta, 0.0, low_open=True)
+        _check_number("gradinit_gamma", self.gradinit_gamma, 0.0, low_open=True)
+        _check_choice("gradinit_optimizer", self.gradinit_optimizer, OPTIMIZERS)
+        _check_number("gradinit_scale_lr", self.gradinit_scale_lr, 0.0, low_open=True)
+        _check_number("gradinit_min_scale", self.gradinit_min_scale, 0.0, low_open=True)
+        _check_number("gradinit_batch_size", self.gradinit_batch_size, 1, integer=True)
+
+
+#: GradInit fields of ``ModelHparams`` and their defaults (Zhu et al. 2021, CIFAR-10:
+#: 390 iterations, eta 0.1, gamma 1, scales trained by Adam at 1e-2, floored at 0.01).
+GRADINIT_DEFAULTS = {
+    "base_initializer": "glorot_normal",
+    "gradinit_steps": 390,
+    "gradinit_eta": 0.1,
+    "gradinit_gamma": 1.0,
+    "gradinit_optimizer": "sgd",
+    "gradinit_scale_lr": 1e-2,
+    "gradinit_min_scale": 0.01,
+    "gradinit_batch_size": 128,
+}
+GRADINIT_FIELDS = tuple(GRADINIT_DEFAULTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +357,9 @@ class ExperimentHparams:
         values = self.to_dict()
         for extendable in ("levels", "controls", "one_shot"):
             values["pruning"].pop(extendable)
+        for name in GRADINIT_FIELDS:  # unset GradInit fields: hashes as before they existed
+            if values["model"][name] is None:
+                values["model"].pop(name)
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
