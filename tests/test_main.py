@@ -101,6 +101,7 @@ def test_mixed_bfloat16_on_cpu(tmp_path):
     ("--one_shot=lots", "--one_shot"),
     ("--initializer=glorious", "--initializer"),
     ("--controls=reinit,shuffle", "--controls"),
+    ("--analyses=transfer", "--analyses"),
 ])
 def test_bad_flags_exit_2_with_one_line_before_any_directory(tmp_path, flag, message):
     run = cli(*SMALL, flag, f"--run_root={tmp_path / 'runs'}")
@@ -116,3 +117,23 @@ def test_missing_data_files_exit_2(tmp_path):
     assert run.returncode == 2
     assert "data_dir" in run.stderr
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_analyses_run_as_part_of_the_experiment(tmp_path):
+    run = cli(*SMALL, "--levels=1", "--controls=", "--analyses=instability,one_shot",
+              f"--run_root={tmp_path}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    (replicate,) = glob.glob(str(tmp_path / "*" / "replicate_0"))
+    with open(os.path.join(replicate, "analysis", "instability.json")) as f:
+        entries = json.load(f)["entries"]
+    assert sorted(e["key"]["level"] for e in entries) == [0, 1]  # dense and deepest ticket
+    for entry in entries:
+        errors = entry["test_error"]
+        assert len(errors) == 30
+        assert entry["instability"] == pytest.approx(
+            max(errors) - (errors[0] + errors[-1]) / 2)
+    with open(os.path.join(replicate, "analysis", "one_shot.json")) as f:
+        (one_shot,) = json.load(f)["entries"]
+    level_1 = results(tmp_path)["levels"][1]["branches"]["lottery"]
+    assert one_shot["sparsity"] == pytest.approx(level_1["sparsity"], abs=0.01)
+    assert "instability: 2 entries" in run.stdout and "one_shot: 1 entries" in run.stdout
