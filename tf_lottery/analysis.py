@@ -460,34 +460,7 @@ def open_run(run_dir, *, replicate: int | None = None, data_dir=None,
             ``k > 0`` that has not reached ``k``), or naming the data when it cannot be
             loaded.
     """
-    if not isinstance(run_dir, (str, os.PathLike)) or not os.path.isdir(run_dir):
-        raise ValueError(f"`run_dir` (--run_dir) must be an existing run directory; "
-                         f"received {run_dir!r}.")
-    path = os.path.abspath(os.fspath(run_dir))
-    base = os.path.basename(path)
-    if os.path.exists(os.path.join(path, "hparams.json")):
-        root = path
-        replicate = 0 if replicate is None else replicate
-        if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
-            raise ValueError(f"`replicate` (--replicate) must be an integer >= 0; received "
-                             f"{replicate!r}.")
-        replicate_dir = os.path.join(root, f"replicate_{replicate}")
-    elif base.startswith("replicate_") and base[10:].isdigit() and os.path.exists(
-            os.path.join(os.path.dirname(path), "hparams.json")):
-        root, replicate_dir = os.path.dirname(path), path
-        if replicate is not None and replicate != int(base[10:]):
-            raise ValueError(f"`replicate` (--replicate) {replicate} disagrees with `run_dir` "
-                             f"{path!r}; drop one of them.")
-        replicate = int(base[10:])
-    else:
-        raise ValueError(
-            f"`run_dir` (--run_dir) {path!r} is not a run directory: neither it nor its parent "
-            "holds hparams.json. Pass <run_root>/<name>_<hash> or its replicate_<r> directory."
-        )
-    if not os.path.isdir(replicate_dir):
-        found = sorted(e for e in os.listdir(root) if e.startswith("replicate_"))
-        raise ValueError(f"`replicate` (--replicate) {replicate} has no directory in {root}; "
-                         f"found {found}.")
+    root, replicate_dir, replicate = runs.resolve_replicate(run_dir, replicate)
     if not os.path.exists(os.path.join(replicate_dir, "init.weights.h5")):
         raise ValueError(f"`run_dir` (--run_dir) {replicate_dir!r} has no init.weights.h5 "
                          "yet; analyses need a run that has started.")

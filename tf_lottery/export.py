@@ -939,33 +939,7 @@ def load_ticket(run_dir, level, *, branch="lottery", replicate=None, data_dir=No
     from tf_lottery import models as models_lib
     from tf_lottery.hparams import BRANCHES, ExperimentHparams
 
-    if not isinstance(run_dir, (str, os.PathLike)) or not os.path.isdir(run_dir):
-        raise ValueError(f"`run_dir` (--run_dir) must be an existing run directory; received "
-                         f"{run_dir!r}.")
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    base = os.path.basename(run_dir)
-    if os.path.exists(os.path.join(run_dir, "hparams.json")):
-        root = run_dir
-        replicate = 0 if replicate is None else replicate
-        if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
-            raise ValueError(f"`replicate` (--replicate) must be an integer >= 0; received "
-                             f"{replicate!r}.")
-        replicate_dir = os.path.join(root, f"replicate_{replicate}")
-        if not os.path.isdir(replicate_dir):
-            found = sorted(e for e in os.listdir(root) if e.startswith("replicate_"))
-            raise ValueError(f"`replicate` (--replicate) {replicate} has no directory in "
-                             f"{root}; found {found}.")
-    elif base.startswith("replicate_") and os.path.exists(
-            os.path.join(os.path.dirname(run_dir), "hparams.json")):
-        root, replicate_dir = os.path.dirname(run_dir), run_dir
-        if replicate is not None and f"replicate_{replicate}" != base:
-            raise ValueError(f"`replicate` (--replicate) {replicate} disagrees with "
-                             f"`run_dir` {run_dir!r}; drop one of them.")
-    else:
-        raise ValueError(
-            f"`run_dir` (--run_dir) {run_dir!r} is not a run directory: neither it nor its "
-            "parent holds hparams.json. Pass <run_root>/<name>_<hash> or its replicate_<r>."
-        )
+    root, replicate_dir, replicate = runs.resolve_replicate(run_dir, replicate)
     if branch not in BRANCHES:
         raise ValueError(f"`branch` (--branch) must be one of {list(BRANCHES)}; received "
                          f"{branch!r}.")

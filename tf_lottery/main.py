@@ -250,15 +250,11 @@ def _flagfile_text() -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def experiment(argv) -> int:
-    """Runs the experiment the flags describe; returns the process exit code."""
-    del argv
-    import keras
+def _data_and_runtime(hp: ExperimentHparams):
+    """``(dataset, ticket.Runtime)`` of the flags; ``UsageError`` for missing data or a
+    rewind point past the budget."""
+    from tf_lottery import ticket
 
-    from tf_lottery import runs, ticket
-
-    _split_cpu()
-    hp = _hparams()
     try:
         dataset = data_lib.load(
             hp.dataset.dataset, data_dir=FLAGS.data_dir,
@@ -272,6 +268,22 @@ def experiment(argv) -> int:
             eval_batch_size=FLAGS.eval_batch_size, checkpoint_every=FLAGS.checkpoint_every,
             tensorboard=FLAGS.tensorboard, deterministic=FLAGS.deterministic,
         )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return dataset, runtime
+
+
+def experiment(argv) -> int:
+    """Runs the experiment the flags describe; returns the process exit code."""
+    del argv
+    import keras
+
+    from tf_lottery import runs, ticket
+
+    _split_cpu()
+    hp = _hparams()
+    dataset, runtime = _data_and_runtime(hp)
+    try:
         models_lib.build_model(  # validates model options before any directory exists
             hp.model.model, dataset.input_shape, dataset.num_classes,
             initializer=hp.model.base_initializer or hp.model.initializer,  # GradInit
@@ -755,7 +767,6 @@ def _tune(argv) -> int:
     del argv
     import keras
 
-    from tf_lottery import ticket
     from tf_lottery import tune as tune_lib
 
     names = list(FLAGS.tune)
@@ -769,21 +780,7 @@ def _tune(argv) -> int:
                              f"{','.join(tune_lib.TUNABLE)}.")
     _split_cpu()
     hp = _hparams()
-    try:
-        dataset = data_lib.load(
-            hp.dataset.dataset, data_dir=FLAGS.data_dir,
-            validation_size=hp.dataset.validation_size,
-            synthetic_size=hp.dataset.synthetic_size,
-        )
-        spe = -(-len(dataset.y_train) // hp.training.batch_size)
-        hp.training.check_against(spe, hp.pruning.rewind)
-        runtime = ticket.Runtime(
-            jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
-            eval_batch_size=FLAGS.eval_batch_size, checkpoint_every=FLAGS.checkpoint_every,
-            tensorboard=FLAGS.tensorboard, deterministic=FLAGS.deterministic,
-        )
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    dataset, runtime = _data_and_runtime(hp)
     strategy = _strategy()
     keras.mixed_precision.set_global_policy(hp.precision)
     try:
