@@ -61,9 +61,9 @@ class Runtime:
 
     Attributes:
         jit_compile: XLA-compile the train and eval steps.
-        steps_per_execution: upper bound on the iterations run per call of the compiled
-            train function; the driver uses the largest divisor of this, the evaluation
-            period, the budget and the rewind point, so events land exactly.
+        steps_per_execution: iterations run per call of the compiled train function;
+            a call stops early at an evaluation, the rewind point or the end (its batch
+            stream ends there), so events land exactly whatever this divides.
         eval_batch_size: batch size of validation and test evaluation.
         checkpoint_every: step string; a resumable checkpoint of the level in progress
             is written at the first evaluation at or after each multiple (default: ten
@@ -290,7 +290,9 @@ class _Engine:
         self.checkpoint_every = (
             Steps.parse(ckpt).iterations(spe) if ckpt is not None else 10 * self.E
         )
-        self.S = math.gcd(runtime.steps_per_execution, self.E, self.T, self.k)
+        # S need not divide E, T or k: train_branch gives a chunk that S does not divide
+        # a batch stream ending at its boundary, where the compiled loop stops early.
+        self.S = min(runtime.steps_per_execution, self.T)
         if self.S > 1 and strategy.num_replicas_in_sync > 1 and not isinstance(
             strategy, tf.distribute.TPUStrategy
         ):
@@ -459,7 +461,7 @@ class _Engine:
             rows.append({"iteration": start, "train_loss": float("nan"),
                          "train_accuracy": float("nan"), **self.evaluate()})
             eval_seconds += time.perf_counter() - t0
-        iterator = self.train_iterator(step, end) if step < end else None
+        iterator = None  # the batch stream to `end`, positioned at `step`
         last_checkpoint = step
         while step < end:
             boundary = min(end, start + ((step - start) // self.E + 1) * self.E)
@@ -468,10 +470,16 @@ class _Engine:
             t0 = time.perf_counter()
             model.reset_metrics()
             logs = None
-            # Chunks are multiples of S except possibly the last one, where the
-            # iterator runs out at `end` and the compiled loop stops early.
+            # A call runs S iterations or stops early where its stream runs out: a
+            # chunk that S does not divide (before `end`) gets a stream of its own.
+            if (boundary - step) % self.S and boundary < end:
+                stream, iterator = self.train_iterator(step, boundary), None
+            else:
+                if iterator is None:
+                    iterator = self.train_iterator(step, end)
+                stream = iterator
             for _ in range(-(-(boundary - step) // self.S)):
-                logs = model.train_function(iterator)
+                logs = model.train_function(stream)
             train = {k: float(v) for k, v in logs.items()}
             train_seconds += time.perf_counter() - t0
             step = boundary
@@ -589,8 +597,8 @@ class Trainer:
 
     Args:
         model_fn, dataset, training, seed, strategy, runtime, augment: as for ``fit``.
-        rewind: the rewind point, a step string (sets ``steps_per_execution`` so that
-            training can start there).
+        rewind: the rewind point, a step string (``rewind_iteration``; ``train`` can
+            start at any iteration).
 
     Attributes:
         model: the compiled masked ``keras.Model`` (its weights are the last trained).
