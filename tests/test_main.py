@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from helpers import without_times
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
@@ -32,15 +33,6 @@ def results(run_root):
     (path,) = glob.glob(os.path.join(run_root, "*", "replicate_0", "results.json"))
     with open(path) as f:
         return json.load(f)
-
-
-def without_times(obj):
-    if isinstance(obj, dict):
-        return {k: without_times(v) for k, v in obj.items()
-                if not k.endswith("_seconds") and k != "run_dir"}
-    if isinstance(obj, list):
-        return [without_times(v) for v in obj]
-    return obj
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):

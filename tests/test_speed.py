@@ -31,6 +31,7 @@ import pytest
 import tf_lottery as tfl
 from tf_lottery import data, models, runs, ticket
 from tf_lottery.hparams import PruningHparams, TrainingHparams
+from helpers import without_times
 
 DATA = data.load("synthetic")
 # 150 iterations, evaluation every 50, rewind to 30: a steps_per_execution of 100 divides
@@ -68,15 +69,6 @@ def runs_by_runtime(tmp_path_factory):
 
 def branch_dir(run_dir, level, branch):
     return os.path.join(run_dir, f"level_{level}", branch)
-
-
-def without_times(obj):
-    if isinstance(obj, dict):
-        return {k: without_times(v) for k, v in obj.items()
-                if not k.endswith("_seconds") and k != "run_dir"}
-    if isinstance(obj, list):
-        return [without_times(v) for v in obj]
-    return obj
 
 
 def final_weights(run_dir, level, branch):
