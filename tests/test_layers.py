@@ -242,7 +242,7 @@ def test_mixed_precision(policy, tol, masked_cls, base, kwargs, shape, expected)
     assert keras.backend.standardize_dtype(out.dtype) == compute
     for name in masks:
         assert getattr(masked, name).dtype == "float32"
-        assert getattr(masked, f"{name}_mask").dtype == "float32"
+        assert getattr(masked, f"{name}_mask").dtype == "uint8"
     out = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
     ref = keras.ops.convert_to_numpy(keras.ops.cast(plain(x), "float32"))
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)

@@ -1,14 +1,17 @@
 """Masked Keras layers: each one *is* the Keras layer it masks, plus a binary mask.
 
 A masked layer keeps its dense, trainable weight (``kernel``, ``embeddings``, ...) and,
-next to it, a non-trainable variable of the same shape and dtype holding the mask
-(``kernel_mask``, ...). Inside the layer's ``call`` the weight reads as
-``weight * mask`` in the compute dtype, so:
+next to it, a non-trainable ``uint8`` variable of the same shape holding the mask
+(``kernel_mask``, ...; values 0 and 1). Inside the layer's ``call`` the weight reads as
+``weight * cast(mask)`` in the compute dtype, so:
 
 * the forward pass uses only the surviving weights;
 * the gradient reaching a masked entry is exactly zero (``d(w*m)/dw = m``), so no
   optimizer state (momentum, Adam moments) can revive a pruned weight, and weight decay
   only ever shrinks the hidden dense value, never the effective weight;
+* the mask costs one byte per weight: a quarter of a float32 mask's memory and of the
+  memory traffic of the ``weight * mask`` pass, which for small, memory-bound networks
+  (LeNet-300-100 at batch 60) is most of the masking overhead (``tools/bench_masking.py``);
 * outside ``call`` the attribute is the plain Keras variable, so every Keras feature that
   reads or assigns it (saving, ``set_weights``, LoRA, ...) keeps working, and rewinding or
   analysis can still read the dense value under a mask.
@@ -65,7 +68,8 @@ class MaskedLayer:
 
     Class attribute ``prunable_weights`` names the weights this layer masks; for each
     name ``w`` the layer owns a non-trainable variable ``w_mask`` of ``w``'s shape, with
-    values in ``{0., 1.}``, created in ``build`` as all ones.
+    values in ``{0, 1}`` and dtype ``uint8``, created in ``build`` as all ones. Assigning
+    a float 0/1 array to it (``layer.kernel_mask.assign(m)``) casts it.
     """
 
     prunable_weights: tuple[str, ...] = ("kernel",)
@@ -82,7 +86,7 @@ class MaskedLayer:
                     shape=tuple(weight.shape),
                     initializer="ones",
                     trainable=False,
-                    dtype=weight.dtype,
+                    dtype="uint8",
                 ),
             )
 
@@ -189,7 +193,7 @@ def _doc(base_name: str, weights: str) -> str:
         f"``keras.layers.{base_name}`` with a binary mask on {weights}.\n\n"
         f"Takes exactly the arguments of ``keras.layers.{base_name}``; inputs, outputs,\n"
         "shapes and dtypes are the base layer's. After ``build`` the layer owns one\n"
-        "non-trainable ``<weight>_mask`` variable (variable dtype, values 0/1) per\n"
+        "non-trainable ``<weight>_mask`` variable (uint8, values 0/1) per\n"
         "masked weight, initially all ones; ``call`` computes with ``weight * mask``.\n"
         "Use ``tf_lottery.set_masks`` to change masks and ``tf_lottery.strip`` to fold\n"
         f"them into a plain ``keras.layers.{base_name}``."

@@ -2,7 +2,8 @@
 
 Masks are addressed by *mask keys* ``"<layer>/<weight>"``, e.g. ``"fc1/kernel"`` or,
 for a layer inside a nested model, ``"encoder/fc1/kernel"``. A mask is a float32
-``np.ndarray`` of the weight's shape holding only 0.0 (pruned) and 1.0 (alive).
+``np.ndarray`` of the weight's shape holding only 0.0 (pruned) and 1.0 (alive); the
+layers store it as a ``uint8`` variable (see ``tf_lottery.layers``).
 """
 
 from __future__ import annotations
@@ -313,7 +314,7 @@ def set_masks(model, masks: Mapping[str, np.ndarray]) -> None:
     checked = _check_arrays(model, masks, "masks", "set_masks", binary=True)
     variables = _mask_variables(model)
     for key, value in checked.items():
-        variables[key][1].assign(value)
+        variables[key][1].assign(value.astype(variables[key][1].dtype))
 
 
 def set_prunable_weights(model, weights: Mapping[str, np.ndarray]) -> None:
