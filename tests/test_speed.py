@@ -44,6 +44,7 @@ RUNTIMES = {
     "fast": ticket.Runtime(deterministic=True, jit_compile=True, steps_per_execution=100,
                            eval_batch_size=1000),
     "slow": ticket.Runtime(deterministic=True, jit_compile=False, steps_per_execution=1,
+                           fast_loop=False,
                            eval_batch_size=1000),
     "other_eval_batch": ticket.Runtime(deterministic=True, steps_per_execution=7,
                                        eval_batch_size=64),
@@ -123,3 +124,43 @@ def test_eval_batch_size_changes_losses_at_most_in_the_last_bits(runs_by_runtime
         assert sa["early_stop_iteration"] == sb["early_stop_iteration"]
         assert sa["final_test_accuracy"] == sb["final_test_accuracy"]
         assert sa["layer_sparsity"] == sb["layer_sparsity"]
+
+
+XLA_IDENTITY = r"""
+import numpy as np, tf_lottery as tfl
+from tf_lottery import data, models, ticket
+from tf_lottery.hparams import TrainingHparams
+ds = data.load("synthetic")
+training = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="90it",
+                           eval_every="40it")
+out = []
+for fast_loop in (True, False):
+    t = ticket.Trainer(lambda s: models.build_model("lenet_300_100", ds.input_shape,
+                                                    ds.num_classes, seed=s),
+                       ds, training, seed=3,
+                       runtime=ticket.Runtime(fast_loop=fast_loop, steps_per_execution=25))
+    weights = t.model.get_weights()
+    masks = tfl.prune(t.model, rate=0.5)
+    rows = t.train(weights=weights, masks=masks)["metrics"]
+    out.append((rows, t.model.get_weights(), t.model.jit_compile))
+(rows_a, w_a, jit_a), (rows_b, w_b, jit_b) = out
+assert jit_a and jit_b
+np.testing.assert_equal(rows_a, rows_b)
+for a, b in zip(w_a, w_b, strict=True):
+    np.testing.assert_array_equal(a, b)
+print("IDENTICAL", [r["iteration"] for r in rows_a])
+"""
+
+
+def test_fast_loop_is_bit_identical_under_xla_too():
+    """Without --deterministic (so with XLA), the in-graph loop and Keras's train function
+    train LeNet-300-100 identically. In a child process: op determinism, once on in this
+    one, would turn XLA off."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", XLA_IDENTITY], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "IDENTICAL [0, 40, 80, 90]" in proc.stdout

@@ -116,6 +116,8 @@ flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: reruns are
 flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs per branch.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile train and eval steps.")
 flags.DEFINE_integer("steps_per_execution", 100, "Max iterations per compiled call.")
+flags.DEFINE_bool("fast_loop", True, "Run a call's iterations in one compiled loop over the "
+                  "cached training set; false: Keras's train function fed by tf.data.")
 flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.")
 flags.DEFINE_string("checkpoint_every", None, "Checkpoint period within a level "
                     "(default: 10 evaluation periods).")
@@ -128,7 +130,7 @@ _OWN_FLAGS = [
     "prune_rate_output", "criterion", "rewind", "retrain", "controls", "one_shot", "exclude",
     "seed", "replicate", "run_root", "distribution", "tpu", "cpu_devices", "precision",
     "deterministic", "tensorboard", "jit_compile", "steps_per_execution", "eval_batch_size",
-    "checkpoint_every",
+    "checkpoint_every", "fast_loop",
 ]
 _OWN_FLAGS += ["analyses"]
 _OWN_FLAGS += _GRADINIT_FLAGS  # GradInit (None unless set, so absent from other runs' flags.txt)
@@ -267,6 +269,7 @@ def _data_and_runtime(hp: ExperimentHparams):
             jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
             eval_batch_size=FLAGS.eval_batch_size, checkpoint_every=FLAGS.checkpoint_every,
             tensorboard=FLAGS.tensorboard, deterministic=FLAGS.deterministic,
+            fast_loop=FLAGS.fast_loop,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
