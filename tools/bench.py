@@ -23,7 +23,8 @@ How it measures:
   ``--lenet_*``, ``--conv6_*``, ``--sparsity``, ``--jit_compile``), with fewer Conv-6 steps
   by default so that the whole bench stays under ten minutes.
 * Figures 2-6 time ``ticket.Trainer.train`` and ``ticket.fit`` with their default
-  ``Runtime`` (XLA, ``steps_per_execution=100``, evaluation batch 1,000). Every
+  ``Runtime`` (XLA, ``steps_per_execution=100`` iterations per call of the compiled
+  loop, ``fast_loop``, evaluation batch 1,000). Every
   ``Trainer`` is run once untimed first (tracing, XLA compilation). Figures 3 and 6 time
   whole ``ticket.fit`` calls from scratch, start-up and compilation included, as a user
   sees them, and compare them with one level (one branch) trained by a warm ``Trainer``
@@ -38,9 +39,8 @@ How it measures:
   threads) with TensorFlow on ``--threads=1`` (intra- and inter-op): on a machine shared
   with other jobs, wall-clock time mostly measures the others, while the CPU time of a
   single-threaded computation is the work it does. The wall-clock ratio is printed next
-  to it; on an idle machine the two agree up to the ``tf.data`` threads that prepare
-  batches in parallel with the step (counted in CPU time, hidden in wall time) and the
-  fsync of the files ``fit`` writes (in wall time only).
+  to it; on an idle machine the two agree up to the fsync of the files ``fit`` writes
+  (in wall time only).
 * Figure 2's compute bound uses the rate of a ``--matmul_size`` square float32 matmul,
   measured in CPU time on the same thread count and interleaved with the epochs, and
   the paper's weight count (266,200); the table also gives the bound at the rate of the
