@@ -7,9 +7,12 @@ BUILD_NOTES.md, "Op determinism turns XLA off"), so ``jit_compile`` is a no-op h
 really changes between the runs is
 
 * ``steps_per_execution`` (iterations per call of the compiled train function, and the
-  points at which the driver's loop returns to Python): every iteration runs the same
-  compiled step on the same batch, and the metrics accumulate in the same order, so the
-  runs must agree **bit for bit**: masks, final weights, every metric;
+  points at which the driver's loop returns to Python) and ``fast_loop`` (the compiled
+  loop over the cached data and the in-place evaluation, against Keras's train function
+  fed by ``tf.data`` and ``model.evaluate``): every iteration runs Keras's same step on
+  the same batch, every evaluation the same ``test_step`` on the same batches, and the
+  metrics accumulate in the same order, so the runs must agree **bit for bit**: masks,
+  final weights, every metric;
 * ``eval_batch_size``: the same examples are evaluated in other batches. Accuracies are
   sums of 0/1 and must agree exactly; a loss is a float32 mean accumulated batch by batch
   (and a matmul over another batch shape may round differently), so losses may differ
@@ -41,13 +44,14 @@ TRAINING = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="15
 PRUNING = PruningHparams(levels=2, rate=0.5, rate_output=0.25, rewind="30it",
                          controls=("random_prune",))
 RUNTIMES = {
+    # Evaluation batches of 64: the 200 validation and 500 test examples take both
+    # the in-place evaluation's loop over full batches and its last, smaller batch.
     "fast": ticket.Runtime(deterministic=True, jit_compile=True, steps_per_execution=100,
-                           eval_batch_size=1000),
+                           eval_batch_size=64),
     "slow": ticket.Runtime(deterministic=True, jit_compile=False, steps_per_execution=1,
-                           fast_loop=False,
-                           eval_batch_size=1000),
+                           fast_loop=False, eval_batch_size=64),
     "other_eval_batch": ticket.Runtime(deterministic=True, steps_per_execution=7,
-                                       eval_batch_size=64),
+                                       eval_batch_size=1000),
 }
 BRANCHES = [(0, "lottery")] + [(level, branch) for level in (1, 2)
                                for branch in ("lottery", "random_prune")]
@@ -138,7 +142,8 @@ for fast_loop in (True, False):
     t = ticket.Trainer(lambda s: models.build_model("lenet_300_100", ds.input_shape,
                                                     ds.num_classes, seed=s),
                        ds, training, seed=3,
-                       runtime=ticket.Runtime(fast_loop=fast_loop, steps_per_execution=25))
+                       runtime=ticket.Runtime(fast_loop=fast_loop, steps_per_execution=25,
+                                              eval_batch_size=64))
     weights = t.model.get_weights()
     masks = tfl.prune(t.model, rate=0.5)
     rows = t.train(weights=weights, masks=masks)["metrics"]
