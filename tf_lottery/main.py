@@ -116,8 +116,8 @@ flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: reruns are
 flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs per branch.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile train and eval steps.")
 flags.DEFINE_integer("steps_per_execution", 100, "Max iterations per compiled call.")
-flags.DEFINE_bool("fast_loop", True, "Run a call's iterations in one compiled loop over the "
-                  "cached training set; false: Keras's train function fed by tf.data.")
+flags.DEFINE_bool("fast_loop", True, "Train and evaluate in compiled loops over the cached "
+                  "data; false: Keras's train function fed by tf.data and model.evaluate.")
 flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.")
 flags.DEFINE_string("checkpoint_every", None, "Checkpoint period within a level "
                     "(default: 10 evaluation periods).")
