@@ -348,9 +348,11 @@ class _Engine:
         self.fast_loop = runtime.fast_loop and (
             type(strategy).__name__ == "_DefaultDistributionStrategy"
         )
-        self.model.make_train_function()
         self._make_data()
-        self._loop = self._make_loop() if self.fast_loop else None
+        if self.fast_loop:
+            self._make_loops()
+        else:
+            self.model.make_train_function()
 
     def _build(self, seed: int):
         model = self.model_fn(seed)
@@ -375,6 +377,15 @@ class _Engine:
             self.y_train = tf.Variable(data.y_train.astype(np.int32), trainable=False, name="y_train")
             self.order = tf.Variable(self._order(derive_seed(self.seed, "data")),
                                      trainable=False, name="order")
+        if self.fast_loop:  # validation then test, one cache, evaluated in place
+            self.eval_splits = (("val", 0, len(data.y_val)),
+                                ("test", len(data.y_val), len(data.y_test)))
+            self.x_eval = tf.Variable(np.concatenate([data.x_val, data.x_test]),
+                                      trainable=False, name="x_eval")
+            self.y_eval = tf.Variable(
+                np.concatenate([data.y_val, data.y_test]).astype(np.int32),
+                trainable=False, name="y_eval")
+            return
         bs = self.runtime.eval_batch_size
 
         def eval_ds(x, y):
@@ -384,14 +395,6 @@ class _Engine:
 
         self.val_ds = eval_ds(data.x_val, data.y_val)
         self.test_ds = eval_ds(data.x_test, data.y_test)
-        if self.fast_loop:  # validation then test, one cache, evaluated in place
-            self.eval_splits = (("val", 0, len(data.y_val)),
-                                ("test", len(data.y_val), len(data.y_test)))
-            self.x_eval = tf.Variable(np.concatenate([data.x_val, data.x_test]),
-                                      trainable=False, name="x_eval")
-            self.y_eval = tf.Variable(
-                np.concatenate([data.y_val, data.y_test]).astype(np.int32),
-                trainable=False, name="y_eval")
 
     def _order(self, seed: int) -> np.ndarray:
         """The example-index stream: concatenated permutations, ``(T + 1) * B`` int32."""
@@ -432,9 +435,13 @@ class _Engine:
         ).prefetch(4)
         return iter(self.strategy.experimental_distribute_dataset(ds))
 
-    def _make_loop(self):
-        """``loop(start, count)``: trains iterations ``[start, start + count)`` in one
-        call of a compiled function (XLA with ``jit_compile``) and returns the logs.
+    def _make_loops(self):
+        """Makes the compiled loops of the fast path.
+
+        ``_train_loop(start, count)`` trains iterations ``[start, start + count)`` in one
+        call of a compiled function (XLA with ``jit_compile``) and returns the logs;
+        ``_eval_loop(first, count)`` and ``_eval_last(first, size)`` run ``test_step``
+        on ``count`` full evaluation batches and on the last, smaller one.
 
         The body is Keras's own ``model.train_step`` on ``batch(step)``, so a call does
         exactly what ``count`` calls of Keras's train function do, without the per-step
@@ -477,8 +484,7 @@ class _Engine:
             model.test_step(eval_batch(first, size))
             return model.get_metrics_result()
 
-        self._eval_loop, self._eval_last = eval_loop, eval_last
-        return loop
+        self._train_loop, self._eval_loop, self._eval_last = loop, eval_loop, eval_last
 
     # ----------------------------------------------------------------- state
     def reset_optimizer(self):
@@ -571,11 +577,13 @@ class _Engine:
             t0 = time.perf_counter()
             model.reset_metrics()
             logs = None
-            if self._loop is not None:
+            if self.fast_loop:
                 at = step
                 while at < boundary:
                     count = min(self.S, boundary - at)
-                    logs = self._loop(tf.constant(at, tf.int64), tf.constant(count, tf.int32))
+                    logs = self._train_loop(
+                        tf.constant(at, tf.int64), tf.constant(count, tf.int32)
+                    )
                     at += count
             else:
                 # A call runs S iterations or stops early where its stream runs out: a
