@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery import analysis, data, masking, models, runs, ticket
+from tf_lottery import analysis, data, masking, models, files, ticket
 from tf_lottery.hparams import (DatasetHparams, ExperimentHparams, ModelHparams,
                                 PruningHparams, TrainingHparams, derive_seed)
 
@@ -33,7 +33,7 @@ def model_fn(seed):
 def run(tmp_path_factory):
     """A finished tiny run laid out as tf_lottery.main writes it (rewind point 50it)."""
     root = tmp_path_factory.mktemp("runs") / HP.run_name()
-    runs.atomic_write_json(root / "hparams.json", HP.to_dict())
+    files.atomic_write_json(root / "hparams.json", HP.to_dict())
     ticket.fit(model_fn, DATA, training=HP.training, pruning_hparams=HP.pruning,
                run_dir=root / "replicate_0", seed=derive_seed(HP.seed, "replicate", 0),
                runtime=RUNTIME)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, export, main, models, runs, ticket
+from tf_lottery import data, export, main, models, files, ticket
 from tf_lottery.hparams import (
     DatasetHparams,
     ExperimentHparams,
@@ -248,7 +248,7 @@ def run_dir(tmp_path_factory):
         pruning=PruningHparams(levels=1, rate=0.9),
     )
     root = tmp_path_factory.mktemp("runs") / hp.run_name()
-    runs.atomic_write_json(root / "hparams.json", hp.to_dict())
+    files.atomic_write_json(root / "hparams.json", hp.to_dict())
     ticket.fit(
         lambda seed: models.build_model("lenet_300_100", DATA.input_shape, DATA.num_classes,
                                         seed=seed),

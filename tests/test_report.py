@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tf_lottery import data, models, report, runs, ticket
+from tf_lottery import data, models, report, files, ticket
 from tf_lottery.hparams import (DatasetHparams, ExperimentHparams, ModelHparams,
                                 PruningHparams, TrainingHparams)
 
@@ -35,7 +35,7 @@ def run(tmp_path_factory):
     """A finished tiny run laid out as tf_lottery.main writes it."""
     root = tmp_path_factory.mktemp("runs") / HP.run_name()
     replicate = root / "replicate_0"
-    runs.atomic_write_json(root / "hparams.json", HP.to_dict())
+    files.atomic_write_json(root / "hparams.json", HP.to_dict())
     ticket.fit(model_fn, DATA, training=HP.training, pruning_hparams=HP.pruning,
                run_dir=replicate, seed=1,
                runtime=ticket.Runtime(steps_per_execution=50, jit_compile=False))
@@ -108,7 +108,7 @@ def test_learning_curve_table_reads_metrics_csv(run, tmp_path):
     line = next(line for line in section.splitlines() if line.startswith("| 1 | reinit"))
     values = [float(c) for c in line.strip("|").split("|")[3:]]
     csv = {r["iteration"]: r["test_accuracy"] for r in
-           runs.read_csv(run / "replicate_0" / "level_1" / "reinit" / "metrics.csv")}
+           files.read_csv(run / "replicate_0" / "level_1" / "reinit" / "metrics.csv")}
     assert iterations == sorted(csv)  # 5 evaluations (0..200 every 50): all shown
     assert values == [round(csv[i], 4) for i in iterations]
 
@@ -120,7 +120,7 @@ def test_unfinished_run_reports_what_exists(run, tmp_path):
     branch = replicate / "level_2" / "reinit"
     (branch / "summary.json").unlink()
     (replicate / "results.json").unlink()
-    runs.atomic_write_json(branch / "checkpoint.json", {"step": 150})
+    files.atomic_write_json(branch / "checkpoint.json", {"step": 150})
     shutil.rmtree(replicate / "level_2" / "random_prune")
     written = report.make_report([replicate], tmp_path / "out")
     assert os.path.getsize(written["accuracy"]) > 10_000

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, models, runs, ticket
+from tf_lottery import data, models, files, ticket
 from tf_lottery.hparams import PruningHparams, TrainingHparams
 from helpers import without_times
 
@@ -99,13 +99,13 @@ def test_steps_per_execution_and_jit_flag_change_nothing(runs_by_runtime):
     assert without_times(fast.to_dict()) == without_times(slow.to_dict())
     assert_same_training(fast_dir, slow_dir)
     for level, branch in BRANCHES:
-        rows_fast = runs.read_csv(os.path.join(branch_dir(fast_dir, level, branch), "metrics.csv"))
-        rows_slow = runs.read_csv(os.path.join(branch_dir(slow_dir, level, branch), "metrics.csv"))
+        rows_fast = files.read_csv(os.path.join(branch_dir(fast_dir, level, branch), "metrics.csv"))
+        rows_slow = files.read_csv(os.path.join(branch_dir(slow_dir, level, branch), "metrics.csv"))
         np.testing.assert_equal(rows_fast, rows_slow, err_msg=f"{level} {branch}")  # nan == nan
     # The comparison is not vacuous: the runs trained, pruned and early-stopped.
     lottery = fast.levels[2]["lottery"]
     assert lottery["sparsity"] > 0.6 and lottery["final_test_accuracy"] > 0.5
-    assert [r["iteration"] for r in runs.read_csv(
+    assert [r["iteration"] for r in files.read_csv(
         os.path.join(branch_dir(fast_dir, 1, "lottery"), "metrics.csv"))] == [30, 80, 130, 150]
 
 
@@ -113,8 +113,8 @@ def test_eval_batch_size_changes_losses_at_most_in_the_last_bits(runs_by_runtime
     (a_dir, a), (b_dir, b) = runs_by_runtime["slow"], runs_by_runtime["other_eval_batch"]
     assert_same_training(a_dir, b_dir)  # training never sees the evaluation batches
     for level, branch in BRANCHES:
-        rows_a = runs.read_csv(os.path.join(branch_dir(a_dir, level, branch), "metrics.csv"))
-        rows_b = runs.read_csv(os.path.join(branch_dir(b_dir, level, branch), "metrics.csv"))
+        rows_a = files.read_csv(os.path.join(branch_dir(a_dir, level, branch), "metrics.csv"))
+        rows_b = files.read_csv(os.path.join(branch_dir(b_dir, level, branch), "metrics.csv"))
         assert len(rows_a) == len(rows_b)
         for ra, rb in zip(rows_a, rows_b):
             for key, value in ra.items():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, export, main, models, runs, tfmot_bridge  # noqa: F401 (main: lazy)
+from tf_lottery import data, export, main, models, files, tfmot_bridge  # noqa: F401 (main: lazy)
 from tf_lottery import ticket as ticket_lib
 from tf_lottery.hparams import (
     DatasetHparams,
@@ -276,7 +276,7 @@ def test_compare_tfmot_tool_prints_ticket_and_gmp_at_matched_sparsity(tmp_path):
         pruning=PruningHparams(levels=1, rate=0.6),
     )
     root = tmp_path / hp.run_name()
-    runs.atomic_write_json(root / "hparams.json", hp.to_dict())
+    files.atomic_write_json(root / "hparams.json", hp.to_dict())
     ticket_lib.fit(_lenet, DATA, training=hp.training, pruning_hparams=hp.pruning,
                    run_dir=root / "replicate_0", runtime=ticket_lib.Runtime(jit_compile=False))
     output = tmp_path / "compare.json"

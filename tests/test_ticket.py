@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, models, runs, ticket
+from tf_lottery import data, models, files, ticket
 from tf_lottery.hparams import PruningHparams, TrainingHparams
 
 DATA = data.load("synthetic")
@@ -88,7 +88,7 @@ def test_controls_keep_counts_but_not_positions_or_init(imp_run):
         assert random_prune[key].sum() == lottery[key].sum()
         np.testing.assert_array_equal(reinit[key], lottery[key])
     assert any(not np.array_equal(random_prune[k], lottery[k]) for k in lottery)
-    rows = {b: runs.read_csv(os.path.join(run_dir, "level_1", b, "metrics.csv"))
+    rows = {b: files.read_csv(os.path.join(run_dir, "level_1", b, "metrics.csv"))
             for b in ("lottery", "reinit")}
     # Both start at the rewind iteration; the reinit network starts from other weights.
     assert rows["lottery"][0]["iteration"] == rows["reinit"][0]["iteration"] == 100
@@ -110,7 +110,7 @@ def test_summaries_equal_metrics_and_early_stopping(imp_run):
     run_dir, result = imp_run
     for level, branches in enumerate(result.levels):
         for branch, summary in branches.items():
-            rows = runs.read_csv(os.path.join(run_dir, f"level_{level}", branch, "metrics.csv"))
+            rows = files.read_csv(os.path.join(run_dir, f"level_{level}", branch, "metrics.csv"))
             trained = rows[1:]
             best = min(trained, key=lambda r: (r["val_loss"], r["iteration"]))
             assert summary["early_stop_iteration"] == best["iteration"]
@@ -143,8 +143,8 @@ def test_rewinding_with_nothing_pruned_reproduces_the_dense_run(tmp_path):
     dense, rewound = result.levels[0]["lottery"], result.levels[1]["lottery"]
     assert rewound["final_test_loss"] == dense["final_test_loss"]
     assert rewound["final_val_loss"] == dense["final_val_loss"]
-    rows0 = runs.read_csv(tmp_path / "level_0" / "lottery" / "metrics.csv")
-    rows1 = runs.read_csv(tmp_path / "level_1" / "lottery" / "metrics.csv")
+    rows0 = files.read_csv(tmp_path / "level_0" / "lottery" / "metrics.csv")
+    rows1 = files.read_csv(tmp_path / "level_1" / "lottery" / "metrics.csv")
     assert rows1[0]["val_loss"] == rows0[1]["val_loss"]  # theta_k is the iteration-100 net
 
 
@@ -178,8 +178,8 @@ def test_seed_fixes_masks_and_metrics(tmp_path):
 @pytest.mark.parametrize("retrain", ["finetune", "lr_rewind"])
 def test_finetune_and_lr_rewind_start_from_trained_weights(tmp_path, retrain):
     result = fit(tmp_path, PruningHparams(levels=1, rate=0.2, rewind="100it", retrain=retrain))
-    rows0 = runs.read_csv(tmp_path / "level_0" / "lottery" / "metrics.csv")
-    rows1 = runs.read_csv(tmp_path / "level_1" / "lottery" / "metrics.csv")
+    rows0 = files.read_csv(tmp_path / "level_0" / "lottery" / "metrics.csv")
+    rows1 = files.read_csv(tmp_path / "level_1" / "lottery" / "metrics.csv")
     # Starting from the trained weights (lightly pruned), the first evaluation is far
     # better than that of the iteration-100 network.
     assert rows1[0]["val_loss"] < rows0[1]["val_loss"]

@@ -73,7 +73,7 @@ import numpy as np
 from absl import logging
 
 from tf_lottery import data as data_lib
-from tf_lottery import masking, models, pruning, runs, ticket
+from tf_lottery import masking, models, pruning, files, paths, ticket
 from tf_lottery.hparams import ExperimentHparams, Steps, derive_seed
 
 __all__ = [
@@ -460,11 +460,12 @@ def open_run(run_dir, *, replicate: int | None = None, data_dir=None,
             ``k > 0`` that has not reached ``k``), or naming the data when it cannot be
             loaded.
     """
-    root, replicate_dir, replicate = runs.resolve_replicate(run_dir, replicate)
+    run, rep = paths.resolve_replicate(run_dir, replicate)
+    root, replicate_dir, replicate = run.path, rep.path, rep.index
     if not os.path.exists(os.path.join(replicate_dir, "init.weights.h5")):
         raise ValueError(f"`run_dir` (--run_dir) {replicate_dir!r} has no init.weights.h5 "
                          "yet; analyses need a run that has started.")
-    hp = ExperimentHparams.from_dict(runs.read_json(os.path.join(root, "hparams.json")))
+    hp = ExperimentHparams.from_dict(files.read_json(os.path.join(root, "hparams.json")))
     dataset = None
     if load_data:
         dataset = data_lib.load(hp.dataset.dataset, data_dir=data_dir,
@@ -569,7 +570,7 @@ class _Store:
                      "replicate_dir": ctx.replicate_dir, "entries": []}
         if os.path.exists(path):
             try:
-                self.data["entries"] = runs.read_json(path).get("entries", [])
+                self.data["entries"] = files.read_json(path).get("entries", [])
             except ValueError as err:
                 logging.warning("%s; starting %s afresh.", err, path)
         self.overwrite = overwrite
@@ -593,13 +594,13 @@ class _Store:
         entries written meanwhile by another process on the same replicate are kept."""
         if os.path.exists(self.path):
             try:
-                self.data["entries"] = runs.read_json(self.path).get("entries", [])
+                self.data["entries"] = files.read_json(self.path).get("entries", [])
             except ValueError:
                 pass
         self.data["entries"] = [e for e in self.data["entries"] if e["key"] != entry["key"]]
         self.data["entries"].append(entry)
         self._fresh.add(repr(entry["key"]))
-        runs.atomic_write_json(self.path, self.data)
+        files.atomic_write_json(self.path, self.data)
 
 
 def _theta_k(ctx: RunContext, trainer, k: int, theta_0: list, ones: dict, cache: dict) -> list:
@@ -863,7 +864,7 @@ def run_one_shot(run_dir, *, levels=None, replicate: int | None = None, data_dir
         store.put({"key": key, **_short(summary), "mask_file": mask_file,
                    "weights_remaining": 1.0 - summary["sparsity"],
                    "layer_sparsity": summary["layer_sparsity"],
-                   "iterative": _short(runs.read_json(iterative))
+                   "iterative": _short(files.read_json(iterative))
                    if os.path.exists(iterative) else None,
                    "seconds": time.perf_counter() - t0})
         logging.info("one-shot to sparsity %.4f (level %d): test accuracy %s at early "

@@ -54,7 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import masking, runs
+from tf_lottery import masking, files, paths
 from tf_lottery.layers import is_masked, masked_class_for
 
 __all__ = [
@@ -836,7 +836,7 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
     # The dense export (for comparison) is checked first, so that nothing is written
     # when any LiteRT run fails.
     _, dense_delegate, _ = _run_with_fallback(dense, sample_inputs[:1])
-    with runs.atomic_path(path, ".tflite") as tmp:
+    with files.atomic_path(path, ".tflite") as tmp:
         with open(tmp, "wb") as f:
             f.write(flat)
             f.flush()
@@ -939,7 +939,8 @@ def load_ticket(run_dir, level, *, branch="lottery", replicate=None, data_dir=No
     from tf_lottery import models as models_lib
     from tf_lottery.hparams import BRANCHES, ExperimentHparams
 
-    root, replicate_dir, replicate = runs.resolve_replicate(run_dir, replicate)
+    run, rep = paths.resolve_replicate(run_dir, replicate)
+    root, replicate_dir, replicate = run.path, rep.path, rep.index
     if branch not in BRANCHES:
         raise ValueError(f"`branch` (--branch) must be one of {list(BRANCHES)}; received "
                          f"{branch!r}.")
@@ -953,7 +954,7 @@ def load_ticket(run_dir, level, *, branch="lottery", replicate=None, data_dir=No
     weights = os.path.join(branch_dir, "final.weights.h5")
     if not os.path.exists(weights):
         raise ValueError(f"`level` (--level) {level}: {weights} is missing.")
-    hparams = ExperimentHparams.from_dict(runs.read_json(os.path.join(root, "hparams.json")))
+    hparams = ExperimentHparams.from_dict(files.read_json(os.path.join(root, "hparams.json")))
     dataset = data_lib.load(
         hparams.dataset.dataset, data_dir=data_dir,
         validation_size=hparams.dataset.validation_size,
@@ -972,7 +973,7 @@ def load_ticket(run_dir, level, *, branch="lottery", replicate=None, data_dir=No
     finally:
         keras.config.set_dtype_policy(policy)
     model.load_weights(weights)
-    summary = runs.read_json(os.path.join(branch_dir, "summary.json"))
+    summary = files.read_json(os.path.join(branch_dir, "summary.json"))
     return Ticket(model=model, dataset=dataset, hparams=hparams, summary=summary,
                   branch_dir=branch_dir)
 

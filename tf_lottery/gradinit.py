@@ -393,7 +393,7 @@ def make_model_fn(model_hparams, dataset, *, cache_dir: str | None = None):
         A function ``model_fn(seed: int) -> keras.Model``.
     """
     from tf_lottery import models as models_lib
-    from tf_lottery import runs
+    from tf_lottery import files
     from tf_lottery.hparams import derive_seed
 
     hp = model_hparams
@@ -410,7 +410,7 @@ def make_model_fn(model_hparams, dataset, *, cache_dir: str | None = None):
         path = os.path.join(cache_dir, f"gradinit_{seed}.json") if cache_dir else None
         if path and os.path.exists(path):
             try:
-                apply_scales(model, runs.read_json(path)["scales"])
+                apply_scales(model, files.read_json(path)["scales"])
                 return model
             except (ValueError, KeyError, TypeError):
                 pass  # unreadable or stale: learn the scales again
@@ -422,7 +422,7 @@ def make_model_fn(model_hparams, dataset, *, cache_dir: str | None = None):
             seed=derive_seed(seed, "gradinit"),
         )
         if path:
-            runs.atomic_write_json(path, result.to_dict())
+            files.atomic_write_json(path, result.to_dict())
         return model
 
     return model_fn

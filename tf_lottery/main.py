@@ -281,7 +281,7 @@ def experiment(argv) -> int:
     del argv
     import keras
 
-    from tf_lottery import runs, ticket
+    from tf_lottery import files, ticket
 
     _split_cpu()
     hp = _hparams()
@@ -307,8 +307,8 @@ def experiment(argv) -> int:
     root = os.path.join(FLAGS.run_root, hp.run_name())
     replicate_dir = os.path.join(root, f"replicate_{FLAGS.replicate}")
     os.makedirs(replicate_dir, exist_ok=True)
-    runs.atomic_write_json(os.path.join(root, "hparams.json"), hp.to_dict())
-    runs.atomic_write_text(os.path.join(root, "flags.txt"), _flagfile_text())
+    files.atomic_write_json(os.path.join(root, "hparams.json"), hp.to_dict())
+    files.atomic_write_text(os.path.join(root, "flags.txt"), _flagfile_text())
     logging.info("run directory: %s", replicate_dir)
 
     def model_fn(seed):
@@ -420,7 +420,7 @@ def _export_flag_values() -> flags.FlagValues:
 def _export(fv: flags.FlagValues) -> int:
     import numpy as np
 
-    from tf_lottery import export, runs
+    from tf_lottery import export, files
 
     for name, low in (("representative_size", 1), ("latency_runs", 1), ("qat_steps", 0)):
         if fv[name].value < low:
@@ -465,7 +465,7 @@ def _export(fv: flags.FlagValues) -> int:
                 "sparsity": ticket.summary.get("sparsity"),
                 "final_test_accuracy": ticket.summary.get("final_test_accuracy")},
     )
-    runs.atomic_write_json(path[: -len(".tflite")] + ".json", result)
+    files.atomic_write_json(path[: -len(".tflite")] + ".json", result)
     print(report)
     print(f"  test accuracy ({len(data.y_test):,} examples): Keras {keras_accuracy:.4f}, "
           f"LiteRT {litert_accuracy:.4f} ({litert_accuracy - keras_accuracy:+.4f})")

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from tf_lottery.layers import MaskedLayer, is_masked, masked_class_for
-from tf_lottery.runs import atomic_write_bytes
+from tf_lottery.files import atomic_write_bytes
 
 __all__ = [
     "wrap",

@@ -49,7 +49,7 @@ import re
 
 import numpy as np
 
-from tf_lottery import runs
+from tf_lottery import files
 
 __all__ = [
     "Replicate",
@@ -136,7 +136,7 @@ class Replicate:
         path = os.path.join(self.path, f"level_{level}", branch, "metrics.csv")
         if not os.path.exists(path):
             return []
-        return runs.read_csv(path)
+        return files.read_csv(path)
 
 
 @dataclasses.dataclass
@@ -164,7 +164,7 @@ def _read_summary(path: str, warnings: list) -> dict | None:
     if not os.path.exists(path):
         return None
     try:
-        return runs.read_json(path)
+        return files.read_json(path)
     except (ValueError, OSError) as err:
         warnings.append(f"skipped unreadable {path}: {err}")
         return None
@@ -175,7 +175,7 @@ def _pending(path: str, level, branch: str) -> dict:
     iteration = None
     if os.path.exists(checkpoint):
         try:
-            iteration = runs.read_json(checkpoint).get("step")
+            iteration = files.read_json(checkpoint).get("step")
         except (ValueError, OSError):
             iteration = None
     return {"level": level, "branch": branch, "iteration": iteration, "path": path}
@@ -186,7 +186,7 @@ def _tfmot_points(path: str, warnings: list) -> list[dict]:
     (``{"level", "gmp": {"sparsity", "test_accuracy"}}``), a list of those, or
     ``{"entries": [...]}``; plain ``{"sparsity", "test_accuracy"}`` dicts work too."""
     try:
-        data = runs.read_json(path)
+        data = files.read_json(path)
     except (ValueError, OSError) as err:
         warnings.append(f"skipped unreadable {path}: {err}")
         return []
@@ -363,7 +363,7 @@ def load_runs(paths) -> list[Run]:
     run_list = []
     for root, replicate_paths in groups.items():
         hparams_path = os.path.join(root, "hparams.json")
-        hparams = runs.read_json(hparams_path) if os.path.exists(hparams_path) else None
+        hparams = files.read_json(hparams_path) if os.path.exists(hparams_path) else None
         replicates = [read_replicate(p) for p in replicate_paths]
         replicates.sort(key=lambda r: (r.index is None, r.index or 0, r.path))
         run_list.append(Run(root, os.path.basename(root), hparams, replicates))
@@ -482,7 +482,7 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float = 
 
 
 def _save(figure, path: str) -> str:
-    with runs.atomic_path(path, ".png") as tmp:
+    with files.atomic_path(path, ".png") as tmp:
         figure.savefig(tmp, format="png", dpi=130)
     return path
 
@@ -1281,9 +1281,9 @@ def make_report(run_dirs, out_dir, *, levels=None, prefix: str = "",
         md += [f"![{captions[kind]}]({os.path.basename(file)})", ""]
     for run in run_list:
         md += _run_markdown(run, levels)
-    runs.atomic_write_text(path("report.md"), "\n".join(md).rstrip() + "\n")
+    files.atomic_write_text(path("report.md"), "\n".join(md).rstrip() + "\n")
     written["markdown"] = path("report.md")
-    runs.atomic_write_json(path("report.json"), {
+    files.atomic_write_json(path("report.json"), {
         "runs": [{
             "path": run.path, "label": run.label, "hparams": run.hparams,
             "replicates": [{"path": r.path, "levels": {str(k): v for k, v in r.levels.items()},

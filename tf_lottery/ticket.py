@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_lottery import masking, pruning, runs
+from tf_lottery import masking, pruning, files
 from tf_lottery.hparams import (
     CONTROLS,
     PruningHparams,
@@ -615,10 +615,10 @@ class _Engine:
         summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
         if out_dir is None:
             return {**summary, "metrics": rows}
-        runs.write_csv(os.path.join(out_dir, "metrics.csv"), METRIC_COLUMNS, rows)
-        with runs.atomic_path(os.path.join(out_dir, "final.weights.h5"), ".weights.h5") as tmp:
+        files.write_csv(os.path.join(out_dir, "metrics.csv"), METRIC_COLUMNS, rows)
+        with files.atomic_path(os.path.join(out_dir, "final.weights.h5"), ".weights.h5") as tmp:
             model.save_weights(tmp)
-        runs.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+        files.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
         self._remove_checkpoint(out_dir)
         return summary
 
@@ -667,9 +667,9 @@ class _Engine:
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds):
         name = f"checkpoint-{step}.weights.h5"
-        with runs.atomic_path(os.path.join(out_dir, name), ".weights.h5") as tmp:
+        with files.atomic_path(os.path.join(out_dir, name), ".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        runs.atomic_write_json(os.path.join(out_dir, "checkpoint.json"), {
+        files.atomic_write_json(os.path.join(out_dir, "checkpoint.json"), {
             "step": step,
             "weights": name,
             "rows": rows,
@@ -687,7 +687,7 @@ class _Engine:
         if not os.path.exists(path):
             return None
         try:
-            state = runs.read_json(path)
+            state = files.read_json(path)
             self.model.load_weights(os.path.join(out_dir, state["weights"]))
             for variable, value in zip(self._other_variables(), state["other_variables"]):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
@@ -779,7 +779,7 @@ def _load_finished(out_dir: str):
     if not all(os.path.exists(p) for p in needed):
         return None
     try:
-        return runs.read_json(path)
+        return files.read_json(path)
     except ValueError as err:
         logging.warning("%s; retraining that branch.", err)
         return None
@@ -869,7 +869,7 @@ class _Driver:
         return os.path.join(self.run_dir, f"{name}.weights.h5")
 
     def _save_weights(self, name):
-        with runs.atomic_path(self._weights_file(name), ".weights.h5") as tmp:
+        with files.atomic_path(self._weights_file(name), ".weights.h5") as tmp:
             self.model.save_weights(tmp)
 
     def _load_weights(self, path) -> list[np.ndarray]:
@@ -877,7 +877,7 @@ class _Driver:
         return self.model.get_weights()
 
     def _write_results(self):
-        runs.atomic_write_json(os.path.join(self.run_dir, "results.json"), self.result.to_dict())
+        files.atomic_write_json(os.path.join(self.run_dir, "results.json"), self.result.to_dict())
 
     def _branch(self, level, branch, out_dir, **kwargs):
         done = _load_finished(out_dir)

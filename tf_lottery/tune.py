@@ -54,7 +54,7 @@ import keras
 import keras_tuner
 from absl import logging
 
-from tf_lottery import masking, pruning, runs
+from tf_lottery import masking, pruning, files
 from tf_lottery.hparams import ExperimentHparams, Steps, derive_seed
 
 __all__ = [
@@ -294,7 +294,7 @@ def _write_flagfile(path, base_lines, overrides: dict, header: list[str]):
         else:
             lines.append(line)
     lines += [f"--{name}={value}" for name, value in overrides.items() if name not in done]
-    runs.atomic_write_text(path, "\n".join(lines) + "\n")
+    files.atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 @dataclasses.dataclass
@@ -370,7 +370,7 @@ class LotteryTuner(keras_tuner.Tuner):
         root = os.path.join(self.runs_dir, hp.run_name())
         run_dir = os.path.join(root, "replicate_0")
         os.makedirs(run_dir, exist_ok=True)
-        runs.atomic_write_json(os.path.join(root, "hparams.json"), hp.to_dict())
+        files.atomic_write_json(os.path.join(root, "hparams.json"), hp.to_dict())
         keras.utils.clear_session(free_memory=True)
         logging.info("trial %s: %s -> %s", trial.trial_id, trial_flags(self.base, values), run_dir)
         result = ticket.fit(
@@ -393,7 +393,7 @@ class LotteryTuner(keras_tuner.Tuner):
             "dense_val_accuracy": result.levels[0]["lottery"]["early_stop_val_accuracy"],
             "run_dir": run_dir,
         }
-        runs.atomic_write_json(os.path.join(self.get_trial_dir(trial.trial_id),
+        files.atomic_write_json(os.path.join(self.get_trial_dir(trial.trial_id),
                                             "trial_info.json"), info)
         metrics = {"val_accuracy": info["val_accuracy"], "test_accuracy": info["test_accuracy"]}
         return {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
@@ -590,7 +590,7 @@ def _trial_rows(search, names):
     for trial_id in sorted(search.oracle.trials):
         trial = search.oracle.trials[trial_id]
         path = os.path.join(search.get_trial_dir(trial_id), "trial_info.json")
-        info = runs.read_json(path) if os.path.exists(path) else {}
+        info = files.read_json(path) if os.path.exists(path) else {}
         flags = trial_flags(search.base, trial.hyperparameters.values)
         row = {"trial": trial_id, "status": str(trial.status)}
         row.update({name: flags.get(name, "") for name in names})
@@ -606,7 +606,7 @@ def _write_tables(tune_dir, rows, names, metric):
     columns = (["trial", "status"] + list(names) + [
         "training_steps", "levels", "sparsity", "early_stop_iteration", "val_accuracy",
         "test_accuracy", "dense_val_accuracy", "score", "run_dir"])
-    runs.write_csv(os.path.join(tune_dir, "trials.csv"), columns, rows)
+    files.write_csv(os.path.join(tune_dir, "trials.csv"), columns, rows)
 
     def fmt(value):
         return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -621,7 +621,7 @@ def _write_tables(tune_dir, rows, names, metric):
     for row in sorted(rows, key=lambda r: -r["score"] if isinstance(r["score"], float) else 1):
         lines.append("| " + " | ".join(fmt(row[c]) for c in columns[:-1]) + " |")
     text = "\n".join(lines) + "\n"
-    runs.atomic_write_text(os.path.join(tune_dir, "trials.md"), text)
+    files.atomic_write_text(os.path.join(tune_dir, "trials.md"), text)
     return text
 
 

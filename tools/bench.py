@@ -692,7 +692,7 @@ def main(argv):
           f"and the tfmot child) on {os.cpu_count()} CPUs, TensorFlow threads "
           f"{FLAGS.threads or 'default'}, load average at the end {os.getloadavg()[0]:.1f}.")
     if FLAGS.out:
-        from tf_lottery.runs import atomic_write_json
+        from tf_lottery.files import atomic_write_json
 
         atomic_write_json(FLAGS.out, {
             "results": results,

@@ -233,7 +233,7 @@ def main(argv):
                 "loadavg_end": os.getloadavg(),
             },
         }
-        from tf_lottery.runs import atomic_write_json
+        from tf_lottery.files import atomic_write_json
 
         atomic_write_json(FLAGS.out, payload)
 

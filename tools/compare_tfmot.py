@@ -47,7 +47,7 @@ flags.mark_flags_as_required(["run_dir", "level"])
 def compare() -> dict:
     import numpy as np
 
-    from tf_lottery import export, masking, models, runs, tfmot_bridge
+    from tf_lottery import export, masking, models, files, tfmot_bridge
     from tf_lottery.hparams import Steps
 
     ticket = export.load_ticket(FLAGS.run_dir, FLAGS.level, branch=FLAGS.branch,
@@ -104,7 +104,7 @@ def compare() -> dict:
           f"{steps}it | {baseline.sparsity:.4f} | {baseline.test_accuracy:.4f} |")
     print(f"GMP wall time {baseline.seconds:.0f} s")
     if FLAGS.output:
-        runs.atomic_write_json(FLAGS.output, result)
+        files.atomic_write_json(FLAGS.output, result)
     return result
 
 

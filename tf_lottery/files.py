@@ -1,4 +1,4 @@
-"""Run directories and artifacts: atomic writes, paths, JSON/CSV helpers, resume state.
+"""Atomic writes and strict reads of the files a run holds (JSON, CSV, weights).
 
 Every file this module writes goes to a temporary file in the same directory first and
 is then renamed over the target (``os.replace``, atomic on POSIX), so a crash leaves
@@ -22,7 +22,6 @@ __all__ = [
     "read_json",
     "write_csv",
     "read_csv",
-    "resolve_replicate",
 ]
 
 
@@ -104,48 +103,3 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def resolve_replicate(run_dir, replicate: int | None = None) -> tuple[str, str, int]:
-    """Finds a replicate of a run: ``(root, replicate_dir, r)`` as absolute paths.
-
-    Args:
-        run_dir: ``<run_root>/<name>_<hash>`` (the directory holding ``hparams.json``)
-            or one of its ``replicate_<r>`` directories.
-        replicate: ``r`` when ``run_dir`` is the ``<name>_<hash>`` directory (default
-            0); if given with a ``replicate_<r>`` directory it must agree with it.
-
-    Raises:
-        ValueError: naming ``run_dir`` (--run_dir) or ``replicate`` (--replicate) when
-            the directory is not a run, ``replicate`` is not an integer >= 0 or
-            disagrees with ``run_dir``, or the replicate has no directory.
-    """
-    if not isinstance(run_dir, (str, os.PathLike)) or not os.path.isdir(run_dir):
-        raise ValueError(f"`run_dir` (--run_dir) must be an existing run directory; "
-                         f"received {run_dir!r}.")
-    path = os.path.abspath(os.fspath(run_dir))
-    base = os.path.basename(path)
-    if os.path.exists(os.path.join(path, "hparams.json")):
-        root = path
-        replicate = 0 if replicate is None else replicate
-        if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
-            raise ValueError(f"`replicate` (--replicate) must be an integer >= 0; received "
-                             f"{replicate!r}.")
-        replicate_dir = os.path.join(root, f"replicate_{replicate}")
-    elif base.startswith("replicate_") and base[10:].isdigit() and os.path.exists(
-            os.path.join(os.path.dirname(path), "hparams.json")):
-        root, replicate_dir = os.path.dirname(path), path
-        if replicate is not None and replicate != int(base[10:]):
-            raise ValueError(f"`replicate` (--replicate) {replicate} disagrees with `run_dir` "
-                             f"{path!r}; drop one of them.")
-        replicate = int(base[10:])
-    else:
-        raise ValueError(
-            f"`run_dir` (--run_dir) {path!r} is not a run directory: neither it nor its parent "
-            "holds hparams.json. Pass <run_root>/<name>_<hash> or its replicate_<r> directory."
-        )
-    if not os.path.isdir(replicate_dir):
-        found = sorted(e for e in os.listdir(root) if e.startswith("replicate_"))
-        raise ValueError(f"`replicate` (--replicate) {replicate} has no directory in {root}; "
-                         f"found {found}.")
-    return root, replicate_dir, replicate
