@@ -36,6 +36,7 @@ import tensorflow as tf
 
 __all__ = [
     "DATASETS",
+    "train_examples",
     "Dataset",
     "DatasetInfo",
     "FASHION_MNIST_DIR",
@@ -330,6 +331,25 @@ def _synthetic(num_train: int):
 def _split_indices(n: int, validation_size: int):
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
     return np.sort(perm[validation_size:]), np.sort(perm[:validation_size])
+
+
+def train_examples(name: str, *, validation_size: int | None = None,
+                   synthetic_size: int | None = None) -> int:
+    """Examples in the training split ``load`` returns for these arguments, known
+    without loading the data (e.g. to count iterations per epoch of a finished run).
+
+    Raises:
+      ValueError: on an unknown ``name``.
+    """
+    key = name.lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}. Available: {sorted(DATASETS)}.")
+    if key == "synthetic":
+        total = _SYNTHETIC_TRAIN if synthetic_size is None else int(synthetic_size)
+        default_val = total // 5
+    else:
+        total, default_val = DATASETS[key].num_train, _PAPER_VALIDATION_SIZE
+    return total - (default_val if validation_size is None else int(validation_size))
 
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None,

@@ -1,8 +1,8 @@
 """Hyperparameters of one lottery-ticket experiment: frozen dataclasses, step strings, hashing.
 
 Every field is validated when the dataclass is built, so bad input fails with a clear
-``ValueError`` before any work starts. Field names equal the ``main.py`` flag names, so
-an error about ``learning_rate`` is an error about ``--learning_rate``.
+``ArgumentError`` (a ``ValueError``) before any work starts. Errors name the field (the
+library argument); ``tf_lottery.cli`` maps fields to its flags.
 
 Step lengths carry their unit, as in open_lth: ``"50000it"`` (iterations) or ``"40ep"``
 (epochs of the training split; one epoch is ``ceil(train examples / batch size)``
@@ -20,6 +20,8 @@ import zlib
 
 __all__ = [
     "Steps",
+    "ArgumentError",
+    "GradInitHparams",
     "ModelHparams",
     "DatasetHparams",
     "TrainingHparams",
@@ -44,8 +46,18 @@ OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+class ArgumentError(ValueError):
+    """A bad hyperparameter: ``argument`` names the dataclass field (the library
+    argument), ``value`` is what was received. The CLI maps ``argument`` to its flag."""
+
+    def __init__(self, argument: str, value, message: str):
+        super().__init__(message)
+        self.argument = argument
+        self.value = value
+
+
 def _fail(field: str, value, fix: str):
-    raise ValueError(f"`{field}` (--{field}) {fix}; received {value!r}.")
+    raise ArgumentError(field, value, f"`{field}` {fix}; received {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,66 +102,124 @@ def _check_choice(field, value, choices):
 
 
 @dataclasses.dataclass(frozen=True)
+class GradInitHparams:
+    """GradInit's settings (Zhu et al., "GradInit: Learning to Initialize Neural Networks
+    for Stable and Efficient Training", NeurIPS 2021; see ``tf_lottery.gradinit``).
+
+    Defaults are the paper's CIFAR-10 settings: 390 iterations, ``eta`` 0.1, ``gamma`` 1,
+    scales trained by Adam at 1e-2 and floored at 0.01, minibatches of 128.
+
+    Attributes:
+        base_initializer: Keras initializer name the kernels are drawn from before
+            GradInit rescales them (not ``"gradinit"``).
+        steps: GradInit iterations, >= 1.
+        eta: step size of the simulated first optimizer step, > 0.
+        gamma: bound on the first gradient's norm (L2 for sgd, L1 for adam), > 0.
+        optimizer: the optimizer GradInit prepares for, ``"sgd"`` or ``"adam"``.
+        scale_lr: Adam learning rate of the scales, > 0.
+        min_scale: lower bound of the scales, > 0.
+        batch_size: examples per GradInit minibatch, >= 1.
+    """
+
+    base_initializer: str = "glorot_normal"
+    steps: int = 390
+    eta: float = 0.1
+    gamma: float = 1.0
+    optimizer: str = "sgd"
+    scale_lr: float = 1e-2
+    min_scale: float = 0.01
+    batch_size: int = 128
+
+    def __post_init__(self):
+        if self.base_initializer == "gradinit":
+            _fail("base_initializer", self.base_initializer,
+                  "must name a Keras initializer such as glorot_normal, not gradinit")
+        _check_number("steps", self.steps, 1, integer=True)
+        _check_number("eta", self.eta, 0.0, low_open=True)
+        _check_number("gamma", self.gamma, 0.0, low_open=True)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_number("scale_lr", self.scale_lr, 0.0, low_open=True)
+        _check_number("min_scale", self.min_scale, 0.0, low_open=True)
+        _check_number("batch_size", self.batch_size, 1, integer=True)
+
+    def to_flat(self) -> dict:
+        """The fields under the names ``hparams.json`` stores them (``base_initializer``,
+        ``gradinit_<field>``), which are also the CLI's flag names."""
+        return {("base_initializer" if k == "base_initializer" else f"gradinit_{k}"): v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_flat(cls, values: dict) -> GradInitHparams | None:
+        """The inverse of ``to_flat``; ``None`` when every value is ``None`` (absent)."""
+        kwargs = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            field = name if name == "base_initializer" else name[len("gradinit_"):]
+            kwargs[field] = value
+        return cls(**kwargs) if kwargs else None
+
+
+#: The flat names of GradInit's fields in ``hparams.json`` (and the CLI's flags).
+GRADINIT_FIELDS = tuple(GradInitHparams().to_flat())
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelHparams:
     """Which network to build: a ``tf_lottery.models.MODELS`` name and its options.
 
-    ``initializer`` is a Keras initializer name, or ``"gradinit"``: the kernels are drawn
-    from ``base_initializer`` and then rescaled by GradInit (Zhu et al., NeurIPS 2021;
-    see ``tf_lottery.gradinit``) with the ``gradinit_*`` settings. Those fields are
-    ``None`` for any other initializer (and then left out of the hash, so run names of
-    experiments without GradInit do not change).
+    Attributes:
+        model: a ``tf_lottery.models.MODELS`` name.
+        initializer: a Keras initializer name, or ``"gradinit"``: the kernels are drawn
+            from ``gradinit.base_initializer`` and then rescaled by GradInit (Zhu et al.,
+            NeurIPS 2021; see ``tf_lottery.gradinit``).
+        dropout: rate of the Dropout after hidden fully-connected layers, in [0, 1).
+        batch_norm: ``None`` for the model's own default, else with or without BN.
+        gradinit: GradInit's settings; defaults to ``GradInitHparams()`` when
+            ``initializer == "gradinit"`` and must be ``None`` otherwise.
     """
 
     model: str
     initializer: str = "glorot_normal"
     dropout: float = 0.0
     batch_norm: bool | None = None
-    # ---- GradInit settings (tf_lottery.gradinit); None unless initializer == "gradinit".
-    base_initializer: str | None = None
-    gradinit_steps: int | None = None
-    gradinit_eta: float | None = None
-    gradinit_gamma: float | None = None
-    gradinit_optimizer: str | None = None
-    gradinit_scale_lr: float | None = None
-    gradinit_min_scale: float | None = None
-    gradinit_batch_size: int | None = None
+    gradinit: GradInitHparams | None = None
 
     def __post_init__(self):
         _check_number("dropout", self.dropout, 0.0, 1.0)
-        # ---- GradInit settings: defaults of tf_lottery.gradinit.gradinit, checked here.
         if self.initializer != "gradinit":
-            for name in GRADINIT_FIELDS:
-                if getattr(self, name) is not None:
-                    _fail(name, getattr(self, name), "applies only with --initializer=gradinit")
+            if self.gradinit is not None:
+                _fail("gradinit", self.gradinit, "applies only with initializer='gradinit'")
             return
-        for name, default in GRADINIT_DEFAULTS.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, default)
-        if self.base_initializer == "gradinit":
-            _fail("base_initializer", self.base_initializer,
-                  "must name a Keras initializer such as glorot_normal, not gradinit")
-        _check_number("gradinit_steps", self.gradinit_steps, 1, integer=True)
-        _check_number("gradinit_eta", self.gradinit_eta, 0.0, low_open=True)
-        _check_number("gradinit_gamma", self.gradinit_gamma, 0.0, low_open=True)
-        _check_choice("gradinit_optimizer", self.gradinit_optimizer, OPTIMIZERS)
-        _check_number("gradinit_scale_lr", self.gradinit_scale_lr, 0.0, low_open=True)
-        _check_number("gradinit_min_scale", self.gradinit_min_scale, 0.0, low_open=True)
-        _check_number("gradinit_batch_size", self.gradinit_batch_size, 1, integer=True)
+        if self.gradinit is None:
+            object.__setattr__(self, "gradinit", GradInitHparams())
+        elif not isinstance(self.gradinit, GradInitHparams):
+            _fail("gradinit", self.gradinit, "must be a GradInitHparams")
 
+    @property
+    def kernel_initializer(self) -> str:
+        """The Keras initializer the kernels are drawn from: ``initializer``, or
+        GradInit's ``base_initializer`` (before GradInit rescales them)."""
+        return self.gradinit.base_initializer if self.gradinit else self.initializer
 
-#: GradInit fields of ``ModelHparams`` and their defaults (Zhu et al. 2021, CIFAR-10:
-#: 390 iterations, eta 0.1, gamma 1, scales trained by Adam at 1e-2, floored at 0.01).
-GRADINIT_DEFAULTS = {
-    "base_initializer": "glorot_normal",
-    "gradinit_steps": 390,
-    "gradinit_eta": 0.1,
-    "gradinit_gamma": 1.0,
-    "gradinit_optimizer": "sgd",
-    "gradinit_scale_lr": 1e-2,
-    "gradinit_min_scale": 0.01,
-    "gradinit_batch_size": 128,
-}
-GRADINIT_FIELDS = tuple(GRADINIT_DEFAULTS)
+    def to_dict(self) -> dict:
+        """The fields as ``hparams.json`` stores them: GradInit's flat, and only when set
+        (so runs without GradInit hash as before GradInit existed)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "gradinit"}
+        if self.gradinit is not None:
+            values.update(self.gradinit.to_flat())
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelHparams:
+        """The inverse of ``to_dict``; reads both the flat GradInit fields and a nested
+        ``"gradinit"`` dict."""
+        values = dict(values)
+        flat = {name: values.pop(name) for name in GRADINIT_FIELDS if name in values}
+        nested = values.pop("gradinit", None)
+        gradinit = GradInitHparams(**nested) if nested else GradInitHparams.from_flat(flat)
+        return cls(gradinit=gradinit, **values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,12 +247,16 @@ class TrainingHparams:
         nesterov: Nesterov momentum for SGD.
         weight_decay: decoupled weight decay coefficient (Keras ``weight_decay``), >= 0.
         batch_size: global batch size, examples per iteration.
-        training_steps: the budget ``T`` as a step string.
+        training_steps: the budget ``T``, a ``Steps`` (a step string such as
+            ``"50000it"`` or ``"40ep"`` is parsed when the dataclass is built).
         eval_every: validation and test evaluation period (paper: ``"100it"``).
-        lr_drops: step strings at which the learning rate is multiplied by
-            ``lr_drop_factor`` (e.g. ``("80ep", "120ep")``).
+        lr_drops: ``Steps`` at which the learning rate is multiplied by
+            ``lr_drop_factor`` (e.g. ``("80ep", "120ep")``), sorted.
         lr_drop_factor: factor in (0, 1] of each drop.
         warmup: linear learning-rate warmup length from 0 (``"0it"``: none).
+
+    Step fields are parsed once, here, into ``Steps``; ``str()`` gives the canonical
+    step string, which is what ``hparams.json`` stores.
     """
 
     optimizer: str = "adam"
@@ -191,11 +265,11 @@ class TrainingHparams:
     nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int = 60
-    training_steps: str = "50000it"
-    eval_every: str = "100it"
-    lr_drops: tuple[str, ...] = ()
+    training_steps: Steps | str = "50000it"
+    eval_every: Steps | str = "100it"
+    lr_drops: tuple[Steps | str, ...] = ()
     lr_drop_factor: float = 0.1
-    warmup: str = "0it"
+    warmup: Steps | str = "0it"
 
     def __post_init__(self):
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -207,27 +281,33 @@ class TrainingHparams:
         if self.lr_drop_factor > 1:
             _fail("lr_drop_factor", self.lr_drop_factor, "must be in (0, 1]")
         if self.momentum == 0 and self.nesterov:
-            _fail("nesterov", self.nesterov, "needs --momentum > 0")
-        # Canonical step strings ("500it", sorted drops), so equal experiments hash equal.
+            _fail("nesterov", self.nesterov, "needs `momentum` > 0")
+        # Parsed once into Steps (canonical: sorted drops), so equal experiments hash equal.
         for name in ("training_steps", "eval_every", "warmup"):
-            object.__setattr__(self, name, str(Steps.parse(getattr(self, name), name)))
+            object.__setattr__(self, name, Steps.parse(getattr(self, name), name))
+        if isinstance(self.lr_drops, (str, Steps)):
+            _fail("lr_drops", self.lr_drops, "must be a sequence of step strings")
         drops = [Steps.parse(drop, "lr_drops") for drop in self.lr_drops]
         object.__setattr__(self, "lr_drops", tuple(
-            str(d) for d in sorted(drops, key=lambda d: (d.unit, d.amount))
-        ))
-        if Steps.parse(self.training_steps).amount == 0:
-            _fail("training_steps", self.training_steps, "must be positive")
-        if Steps.parse(self.eval_every).amount == 0:
-            _fail("eval_every", self.eval_every, "must be positive")
+            sorted(drops, key=lambda d: (d.unit, d.amount))))
+        if self.training_steps.amount == 0:
+            _fail("training_steps", str(self.training_steps), "must be positive")
+        if self.eval_every.amount == 0:
+            _fail("eval_every", str(self.eval_every), "must be positive")
+
+    def steps_per_epoch(self, train_examples: int) -> int:
+        """Iterations per epoch: ``ceil(train_examples / batch_size)`` (the last batch of
+        an epoch may be smaller). The one place an epoch's length is computed."""
+        return -(-int(train_examples) // self.batch_size)
 
     def iterations(self, field: str, steps_per_epoch: int) -> int:
-        """A step-string field (``"training_steps"``, ``"eval_every"``, ``"warmup"``) in
-        iterations."""
-        return Steps.parse(getattr(self, field), field).iterations(steps_per_epoch)
+        """A step field (``"training_steps"``, ``"eval_every"``, ``"warmup"``) in
+        iterations, given ``steps_per_epoch`` iterations per epoch."""
+        return getattr(self, field).iterations(steps_per_epoch)
 
     def drop_iterations(self, steps_per_epoch: int) -> tuple[int, ...]:
         """``lr_drops`` in iterations, sorted."""
-        return tuple(sorted(Steps.parse(d).iterations(steps_per_epoch) for d in self.lr_drops))
+        return tuple(sorted(d.iterations(steps_per_epoch) for d in self.lr_drops))
 
     def check_against(self, steps_per_epoch: int, rewind: str | None = None) -> None:
         """Checks the lengths against each other once the epoch length is known.
@@ -236,13 +316,25 @@ class TrainingHparams:
             ValueError: a rewind point, warmup or drop past the training budget.
         """
         budget = self.iterations("training_steps", steps_per_epoch)
-        if rewind is not None and Steps.parse(rewind).iterations(steps_per_epoch) >= budget:
-            _fail("rewind", rewind, f"must come before the end of training ({budget} iterations)")
+        if rewind is not None and Steps.parse(rewind, "rewind").iterations(
+                steps_per_epoch) >= budget:
+            _fail("rewind", str(rewind), f"must come before the end of training ({budget} "
+                  "iterations)")
         if self.iterations("warmup", steps_per_epoch) > budget:
-            _fail("warmup", self.warmup, f"must not exceed --training_steps ({budget} iterations)")
+            _fail("warmup", str(self.warmup), f"must not exceed `training_steps` ({budget} "
+                  "iterations)")
         for drop in self.lr_drops:
-            if Steps.parse(drop).iterations(steps_per_epoch) > budget:
-                _fail("lr_drops", drop, f"must not exceed --training_steps ({budget} iterations)")
+            if drop.iterations(steps_per_epoch) > budget:
+                _fail("lr_drops", str(drop), f"must not exceed `training_steps` ({budget} "
+                      "iterations)")
+
+    def to_dict(self) -> dict:
+        """The fields as ``hparams.json`` stores them (step fields as step strings)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("training_steps", "eval_every", "warmup"):
+            values[name] = str(values[name])
+        values["lr_drops"] = [str(d) for d in self.lr_drops]
+        return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +349,7 @@ class PruningHparams:
         rate_conv: rate for convolutions (layerwise); ``None`` uses ``rate``.
         rate_output: rate for the output layer (layerwise); ``None`` uses ``rate``.
         criterion: a ``tf_lottery.pruning.CRITERIA`` name.
-        rewind: rewind point ``k`` as a step string (``"0it"``: the original paper).
+        rewind: rewind point ``k``, a ``Steps`` (``"0it"``: the original paper).
         retrain: ``"rewind"`` (weights and schedule to ``k``), ``"lr_rewind"`` (keep the
             trained weights, schedule back to ``k``) or ``"finetune"`` (keep the weights,
             train at the final learning rate).
@@ -272,7 +364,7 @@ class PruningHparams:
     rate_conv: float | None = None
     rate_output: float | None = None
     criterion: str = "magnitude"
-    rewind: str = "0it"
+    rewind: Steps | str = "0it"
     retrain: str = "rewind"
     controls: tuple[str, ...] = ()
     one_shot: tuple[float, ...] = ()
@@ -282,19 +374,19 @@ class PruningHparams:
         from tf_lottery.pruning import CRITERIA, SCOPES
 
         _check_number("levels", self.levels, 0, integer=True)
-        _check_choice("pruning", self.scope, SCOPES)
+        _check_choice("scope", self.scope, SCOPES)
         for name in ("rate", "rate_conv", "rate_output"):
             value = getattr(self, name)
             if value is not None:
-                _check_number(f"prune_{name}" if name != "rate" else "prune_rate", value, 0.0, 1.0)
+                _check_number(name, value, 0.0, 1.0)
         if self.scope == "global" and (self.rate_conv is not None or self.rate_output is not None):
             _fail(
-                "pruning", self.scope,
-                "is global: --prune_rate_conv and --prune_rate_output apply to layerwise "
-                "pruning only (exclude the output layer with --exclude=output instead)",
+                "scope", self.scope,
+                "is global: `rate_conv` and `rate_output` apply to layerwise pruning only "
+                "(exclude the output layer with `exclude=('output',)` instead)",
             )
         _check_choice("criterion", self.criterion, sorted(CRITERIA))
-        object.__setattr__(self, "rewind", str(Steps.parse(self.rewind, "rewind")))
+        object.__setattr__(self, "rewind", Steps.parse(self.rewind, "rewind"))
         _check_choice("retrain", self.retrain, RETRAIN_MODES)
         object.__setattr__(self, "controls", tuple(self.controls))
         for control in self.controls:
@@ -328,8 +420,19 @@ class ExperimentHparams:
         _check_choice("precision", self.precision, PRECISIONS)
 
     def to_dict(self) -> dict:
-        """A JSON-ready nested dict of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready nested dict of every field: what ``hparams.json`` holds (step
+        fields as step strings; GradInit's fields flat in ``"model"`` when set)."""
+        pruning = dataclasses.asdict(self.pruning)
+        pruning.update(rewind=str(self.pruning.rewind), controls=list(self.pruning.controls),
+                       one_shot=list(self.pruning.one_shot), exclude=list(self.pruning.exclude))
+        return {
+            "model": self.model.to_dict(),
+            "dataset": dataclasses.asdict(self.dataset),
+            "training": self.training.to_dict(),
+            "pruning": pruning,
+            "seed": self.seed,
+            "precision": self.precision,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> ExperimentHparams:
@@ -339,7 +442,7 @@ class ExperimentHparams:
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
         return cls(
-            model=build(ModelHparams, data["model"]),
+            model=ModelHparams.from_dict(data["model"]),
             dataset=build(DatasetHparams, data["dataset"]),
             training=build(TrainingHparams, data["training"]),
             pruning=build(PruningHparams, data["pruning"]),
@@ -357,9 +460,6 @@ class ExperimentHparams:
         values = self.to_dict()
         for extendable in ("levels", "controls", "one_shot"):
             values["pruning"].pop(extendable)
-        for name in GRADINIT_FIELDS:  # unset GradInit fields: hashes as before they existed
-            if values["model"][name] is None:
-                values["model"].pop(name)
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from tf_lottery import masking
 
-__all__ = ["CRITERIA", "prune", "output_mask_key", "random_masks_like"]
+__all__ = ["CRITERIA", "SCOPES", "prune", "output_mask_key", "random_masks_like", "layer_rates_for",
+           "one_shot_masks"]
 
 Score = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], np.ndarray]
 
@@ -265,3 +266,75 @@ def random_masks_like(masks: Mapping[str, np.ndarray], seed: int) -> dict[str, n
         flat[rng.permutation(mask.size)[: int(np.count_nonzero(mask))]] = 1.0
         out[key] = flat.reshape(mask.shape)
     return out
+
+
+# ----------------------------------------------------------- layer-rate policy
+
+
+def layer_rates_for(model, pruning_hparams) -> tuple[dict, float | None]:
+    """Per-layer rates of the paper's layerwise scheme: ``(layer_rates, output_rate)``.
+
+    ``pruning_hparams`` is a ``tf_lottery.hparams.PruningHparams`` (``scope``, ``rate``,
+    ``rate_conv``, ``rate_output``).
+
+    Convolutions (any masked ``Conv*``, depthwise and separable ones included) use
+    ``rate_conv``, the output layer ``rate_output``, everything else ``rate``. For
+    global scope both are empty/``None``.
+    """
+    if pruning_hparams.scope == "global":
+        return {}, None
+    rates = {}
+    if pruning_hparams.rate_conv is not None:
+        for name, layer in masking.masked_layers(model):
+            if "Conv" in type(layer).masked_base.__name__:
+                rates[name] = pruning_hparams.rate_conv
+    return rates, pruning_hparams.rate_output
+
+
+def _level_rates(model, hp) -> dict[str, float]:
+    """The rate applied to each mask key at each layerwise level."""
+    layer_rates, output_rate = layer_rates_for(model, hp)
+    rates = {}
+    output = output_mask_key(model)
+    for key in masking.mask_keys(model):
+        layer = key.rsplit("/", 1)[0]
+        rates[key] = layer_rates.get(layer, hp.rate)
+        if key == output and output_rate is not None:
+            rates[key] = output_rate
+    return rates
+
+
+def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=None):
+    """Masks that prune the model's current weights to total sparsity ``target`` at once.
+
+    Layerwise: every layer keeps ``(1 - p_l) ** n`` of its weights, with ``p_l`` its
+    per-level rate and the real ``n`` solved (by bisection) so the total sparsity is
+    ``target``, the sparsity ladder of iterative pruning compressed into one step
+    (Frankle & Carbin 2019, Sec. 5 "one-shot"). Global: one threshold pruning ``target``.
+    """
+    exclude = list(hp.exclude)
+    if hp.scope == "global":
+        return prune(model, rate=target, scope="global", criterion=hp.criterion,
+                             exclude=exclude, reference_weights=reference_weights, seed=seed)
+    rates = _level_rates(model, hp)
+    sizes = {k: v.size for k, v in masking.get_masks(model).items()}
+    excluded = {k for k in sizes for e in exclude if e in (k, k.rsplit("/", 1)[0])}
+    total = sum(sizes.values())
+
+    def sparsity(n):
+        kept = sum(
+            sizes[k] * (1.0 if k in excluded else (1 - rates[k]) ** n) for k in sizes
+        )
+        return 1 - kept / total
+
+    low, high = 0.0, 1.0
+    while sparsity(high) < target and high < 1e4:
+        high *= 2
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if sparsity(mid) < target else (low, mid)
+    layer_rates = {
+        k: min(1 - (1 - rates[k]) ** high, 0.999999) for k in sizes if k not in excluded
+    }
+    return prune(model, rate=0.0, layer_rates=layer_rates, criterion=hp.criterion,
+                         exclude=exclude, reference_weights=reference_weights, seed=seed)
