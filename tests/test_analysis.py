@@ -10,9 +10,12 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery import analysis, data, masking, models, files, ticket
+from tf_lottery import analysis, data, experiment, masking, models
+from tf_lottery.analysis import connectivity
+from tf_lottery.analysis import run as run_lib
 from tf_lottery.hparams import (DatasetHparams, ExperimentHparams, ModelHparams,
-                                PruningHparams, TrainingHparams, derive_seed)
+                                PruningHparams, TrainingHparams)
+from tf_lottery.training import Runtime, Trainer
 
 DATA = data.load("synthetic")
 HP = ExperimentHparams(
@@ -22,22 +25,19 @@ HP = ExperimentHparams(
                              eval_every="50it"),
     pruning=PruningHparams(levels=2, rate=0.5, rate_output=0.25, rewind="50it"),
 )
-RUNTIME = ticket.Runtime(jit_compile=False, deterministic=True)
+RUNTIME = Runtime(jit_compile=False, deterministic=True)
 
 
 def model_fn(seed):
-    return models.build_model("lenet_300_100", DATA.input_shape, DATA.num_classes, seed=seed)
+    return experiment.build_model(HP.model, DATA.input_shape, DATA.num_classes, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished tiny run laid out as tf_lottery.main writes it (rewind point 50it)."""
-    root = tmp_path_factory.mktemp("runs") / HP.run_name()
-    files.atomic_write_json(root / "hparams.json", HP.to_dict())
-    ticket.fit(model_fn, DATA, training=HP.training, pruning_hparams=HP.pruning,
-               run_dir=root / "replicate_0", seed=derive_seed(HP.seed, "replicate", 0),
-               runtime=RUNTIME)
-    return root
+    """A finished tiny run (replicate 0, rewind point 50it), as the command line runs it."""
+    run_root = tmp_path_factory.mktemp("runs")
+    experiment.run_experiment(HP, run_root, replicate=0, dataset=DATA, runtime=RUNTIME)
+    return run_root / HP.run_name()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def trainer():
     tf.config.experimental.enable_op_determinism()
     training = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="100it",
                                eval_every="100it")
-    return ticket.Trainer(model_fn, DATA, training, seed=4, runtime=RUNTIME)
+    return Trainer(model_fn, DATA, training, seed=4, runtime=RUNTIME)
 
 
 # ------------------------------------------------------------------ pure functions
@@ -179,7 +179,7 @@ def test_run_instability_writes_json_and_resumes(run, monkeypatch):
         assert entry["key"]["mask"] == ("dense" if level == 0 else "lottery")
         assert entry["copies"][0]["sparsity"] == pytest.approx(entry["sparsity"])
     # A rerun finds every entry done and trains nothing.
-    monkeypatch.setattr(analysis, "linear_mode_connectivity",
+    monkeypatch.setattr(connectivity, "linear_mode_connectivity",
                         lambda *a, **k: pytest.fail("finished entries were recomputed"))
     again = analysis.run_instability(run, levels=[0, 2], rewind_points=["0it", "50it"],
                                      training_steps="100it", points=5, runtime=RUNTIME)
@@ -191,17 +191,17 @@ def test_rewind_weights_are_the_runs_or_reached_by_the_runs_training(run):
     assert ctx.rewind_iteration == 50
     training = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="200it",
                                eval_every="200it")
-    trainer = analysis._make_trainer(ctx, ctx.dataset, training, [("50it", 50)], RUNTIME)
+    trainer = run_lib.make_trainer(ctx, ctx.dataset, training, [("50it", 50)], RUNTIME)
     theta_0 = ctx.load("init").get_weights()
     ones = ctx.masks(0, ones_like=trainer.model)
     saved = ctx.load("rewind").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(
-        analysis._theta_k(ctx, trainer, 50, theta_0, ones, {}), saved))
+        run_lib.theta_k(ctx, trainer, 50, theta_0, ones, {}), saved))
     # Recomputing theta_50 from theta_0 (run's data order and schedule) reproduces the file.
     import dataclasses
 
     other = dataclasses.replace(ctx, rewind_iteration=-1)
-    recomputed = analysis._theta_k(other, trainer, 50, theta_0, ones, {})
+    recomputed = run_lib.theta_k(other, trainer, 50, theta_0, ones, {})
     for a, b in zip(recomputed, saved):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not np.allclose(recomputed[0], theta_0[0])
@@ -209,14 +209,14 @@ def test_rewind_weights_are_the_runs_or_reached_by_the_runs_training(run):
 
 def test_run_noise_writes_one_entry_per_scale(run, monkeypatch):
     starts = {}  # fc1's kernel at the start of each retraining, in training order
-    original = ticket.Trainer.train
+    original = Trainer.train
 
     def spy(self, **kwargs):
         self.model.set_weights(kwargs["weights"])
         starts[len(starts)] = masking.get_prunable_weights(self.model)["fc1/kernel"]
         return original(self, **kwargs)
 
-    monkeypatch.setattr(ticket.Trainer, "train", spy)
+    monkeypatch.setattr(Trainer, "train", spy)
     result = analysis.run_noise(run, levels=[2], scales=[1.0, 3.0], training_steps="100it",
                                 eval_every="50it", runtime=RUNTIME)
     monkeypatch.undo()
@@ -357,40 +357,49 @@ def test_report_shows_every_analysis(run, tmp_path):
 
 
 def test_bad_analysis_arguments_fail_before_training(run, tmp_path):
-    cases = [
-        (analysis.run_instability, dict(levels=[5]), "levels with a mask: [0, 1, 2]"),
-        (analysis.run_instability, dict(rewind_points=["200it"]), "not before the end"),
-        (analysis.run_instability, dict(points=1), "`points` (--points)"),
-        (analysis.run_instability, dict(mask="best"), "`mask` (--mask)"),
-        (analysis.run_noise, dict(scales=[-1]), "`noise_scales` (--noise_scales)"),
-        (analysis.run_noise, dict(repeats=0), "`repeats` (--repeats)"),
-        (analysis.run_transfer, dict(target_dataset="mnist"), "input shape (28, 28, 1)"),
-        (analysis.run_transfer, dict(target_dataset="imagenet"), "`target_dataset`"),
-        (analysis.run_transfer, dict(target_dataset="synthetic"), "the run's own dataset"),
+    cases = [  # (function, arguments, message, the argument the error names)
+        (analysis.run_instability, dict(levels=[5]), "levels with a mask: [0, 1, 2]", "levels"),
+        (analysis.run_instability, dict(rewind_points=["200it"]), "not before the end",
+         "rewind_points"),
+        (analysis.run_instability, dict(points=1), "`points` must be an integer >= 2",
+         "points"),
+        (analysis.run_instability, dict(mask="best"), "`mask` must be one of", "mask"),
+        (analysis.run_instability, dict(training_steps="100"), "`training_steps`",
+         "training_steps"),
+        (analysis.run_noise, dict(scales=[-1]), "`scales` must list numbers >= 0", "scales"),
+        (analysis.run_noise, dict(repeats=0), "`repeats` must be an integer >= 1", "repeats"),
+        (analysis.run_transfer, dict(target_dataset="mnist"), "input shape (28, 28, 1)",
+         "target_dataset"),
+        (analysis.run_transfer, dict(target_dataset="imagenet"), "`target_dataset`",
+         "target_dataset"),
+        (analysis.run_transfer, dict(target_dataset="synthetic"), "the run's own dataset",
+         "target_dataset"),
         (analysis.run_transfer, dict(target_dataset=permuted_five_classes(), levels=[0]),
-         "pruned levels"),
-        (analysis.run_one_shot, dict(levels=[0]), "pruned levels (> 0) for one_shot"),
-        (analysis.run_one_shot, dict(levels=[3]), "levels with a mask: [0, 1, 2]"),
+         "pruned levels", "levels"),
+        (analysis.run_one_shot, dict(levels=[0]), "pruned levels (> 0) for one_shot", "levels"),
+        (analysis.run_one_shot, dict(levels=[3]), "levels with a mask: [0, 1, 2]", "levels"),
     ]
     def written():
         directory = run / "replicate_0" / "analysis"
         return sorted(os.listdir(directory)) if directory.exists() else []
 
     before = written()
-    for fn, kwargs, message in cases:
-        with pytest.raises(ValueError, match=re.escape(message)):
+    for fn, kwargs, message, argument in cases:
+        with pytest.raises(ValueError, match=re.escape(message)) as info:
             fn(run, **kwargs)
+        assert "(--" not in str(info.value), info.value  # the library names no flag
+        assert getattr(info.value, "argument", None) == argument, info.value
     assert written() == before
     with pytest.raises(ValueError, match="not a run directory"):
         analysis.open_run(tmp_path)
 
 
 def test_command_line_analyze(run, capsys):
-    from tf_lottery import main
+    from tf_lottery.cli import report as report_cli
 
     def analyze(*args):
         with pytest.raises(SystemExit) as exit_info:
-            main.run_report(["tf-lottery-report", "analyze", f"--run_dir={run}", *args])
+            report_cli.run(["tf-lottery-report", "analyze", f"--run_dir={run}", *args])
         return exit_info.value.code
 
     assert analyze("--analysis=instability", "--levels=1", "--points=3",
@@ -408,7 +417,7 @@ def test_command_line_analyze(run, capsys):
         (("--analysis=nope",), "error: --analysis must list analyses among"),
         (("--analysis=transfer",), "error: --analysis=transfer needs --target_dataset"),
         (("--analysis=noise", "--noise_scales=a"), "error: --noise_scales must list numbers"),
-        (("--analysis=instability,noise", "--levels=9"), "error: `levels` (--levels) 9"),
+        (("--analysis=instability,noise", "--levels=9"), "error: --levels 9 has no ticket"),
         (("--analysis=noise", "extra"), "error: unexpected arguments ['extra']"),
     ]:
         assert analyze(*args) == 2

@@ -1,4 +1,5 @@
-"""Sparse TFLite export: every quantization mode run with LiteRT, reports, errors, the CLI."""
+"""Sparse TFLite export: every quantization mode run with LiteRT, reports, errors, and
+loading a trained ticket of a run directory."""
 
 import dataclasses
 import json
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, export, main, models, files, ticket
+from tf_lottery import data, experiment, export, files, paths, training
+from tf_lottery.cli import experiment_flags
+from tf_lottery.cli import export as cli_export
 from tf_lottery.hparams import (
     DatasetHparams,
     ExperimentHparams,
@@ -237,25 +240,89 @@ def test_reported_delegate_is_what_litert_really_does(exports, mode):
         assert np.isfinite(export.predict(report.path, x, delegate="builtin")).all()
 
 
-# ------------------------------------------------------------------------------ CLI
+# ---------------------------------------------------------------------- run directories
+HP = ExperimentHparams(
+    model=ModelHparams("lenet_300_100"), dataset=DatasetHparams("synthetic"),
+    training=TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="100it",
+                             eval_every="50it"),
+    pruning=PruningHparams(levels=1, rate=0.9),
+)
+
+
+def listing(directory):
+    """Every file under ``directory`` with its size and modification time."""
+    return sorted((os.path.join(d, n), os.path.getsize(os.path.join(d, n)),
+                   os.path.getmtime(os.path.join(d, n)))
+                  for d, _, names in os.walk(directory) for n in names)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A finished two-level run (dense, then 90% pruned) on synthetic data."""
-    hp = ExperimentHparams(
-        model=ModelHparams("lenet_300_100"), dataset=DatasetHparams("synthetic"),
-        training=TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="100it",
-                                 eval_every="50it"),
-        pruning=PruningHparams(levels=1, rate=0.9),
-    )
-    root = tmp_path_factory.mktemp("runs") / hp.run_name()
-    files.atomic_write_json(root / "hparams.json", hp.to_dict())
-    ticket.fit(
-        lambda seed: models.build_model("lenet_300_100", DATA.input_shape, DATA.num_classes,
-                                        seed=seed),
-        DATA, training=hp.training, pruning_hparams=hp.pruning,
-        run_dir=root / "replicate_0", runtime=ticket.Runtime(jit_compile=False),
-    )
-    return root
+    root = tmp_path_factory.mktemp("runs")
+    experiment.run_experiment(HP, root, runtime=training.Runtime(jit_compile=False))
+    return paths.RunDir.of(root, HP.run_name()).path
+
+
+def test_load_ticket_exports_and_keeps_accuracy(run_dir, tmp_path):
+    """What the export command does: load a level's ticket, export it, compare accuracy."""
+    ticket = export.load_ticket(run_dir, 1, branch="lottery", replicate=None, data_dir=None)
+    branch = paths.RunDir(run_dir).replicate(0).branch(1, "lottery")
+    assert ticket.branch_dir == branch.path and ticket.hparams == HP
+    assert ticket.summary == files.read_json(branch.summary)
+    # The replicate directory names the same ticket.
+    again = export.load_ticket(paths.RunDir(run_dir).replicate(0).path, 1, replicate=0)
+    assert again.branch_dir == ticket.branch_dir
+    for a, b in zip(again.model.weights, ticket.model.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b))
+
+    data_ = ticket.dataset
+    path = branch.export("float16", out_dir=str(tmp_path))
+    report = export.to_tflite(
+        ticket.model, path, quantization="float16", representative_data=data_.x_train[:500],
+        sample_inputs=data_.x_test[:256], latency_runs=3)
+    assert os.path.getsize(path) == report.file_bytes
+    assert report.quantization == "float16" and report.pruned_zeros_preserved
+    keras_accuracy = accuracy(ticket.model.predict(data_.x_test, batch_size=1000, verbose=0),
+                              data_.y_test)
+    litert_accuracy = accuracy(
+        export.predict(path, data_.x_test, batch_size=1000, delegate=report.delegate),
+        data_.y_test)
+    assert abs(litert_accuracy - keras_accuracy) <= 0.01
+    assert ticket.summary["sparsity"] == pytest.approx(report.keras_sparsity, abs=1e-3)
+    assert json.loads(json.dumps(report.to_dict()))["quantization"] == "float16"
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(level=7), "`level`"),
+    (dict(level="1"), "`level`"),
+    (dict(level=1, branch="reinit"), "`level`"),  # the run has no reinit branch
+    (dict(level=1, branch="pruned"), "`branch`"),
+    (dict(level=1, replicate=3), "`replicate`"),
+    (dict(level=1, replicate=-1), "`replicate`"),
+    (dict(level=1, run_dir="missing"), "`run_dir`"),
+    (dict(level=1, run_dir=0, replicate=1), "`replicate`"),  # replicate_0 with replicate=1
+])
+def test_load_ticket_bad_arguments_name_the_argument(run_dir, kwargs, argument):
+    kwargs = dict(kwargs)
+    where = kwargs.pop("run_dir", None)
+    replicate_dir = paths.RunDir(run_dir).replicate(0).path
+    target = {None: run_dir, 0: replicate_dir}.get(where, os.path.join(run_dir, str(where)))
+    before = listing(run_dir)
+    with pytest.raises(ValueError, match=argument) as error:
+        export.load_ticket(target, kwargs.pop("level"), **kwargs)
+    message = str(error.value)
+    assert "\n" not in message and f"--{argument.strip('`')}" not in message
+    assert listing(run_dir) == before
+
+
+def test_load_ticket_of_a_directory_that_is_no_run(tmp_path):
+    with pytest.raises(ValueError, match="`run_dir`.*not a run directory"):
+        export.load_ticket(tmp_path, 0)
+
+
+# ---------------------------------------------------------------- the export command
 
 
 def test_cli_exports_a_ticket_and_reports_accuracy(run_dir):
@@ -265,9 +332,9 @@ def test_cli_exports_a_ticket_and_reports_accuracy(run_dir):
          "--quantization=float16", "--latency_runs=3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    branch = run_dir / "replicate_0" / "level_1" / "lottery"
-    result = json.loads((branch / "export_float16.json").read_text())
-    assert os.path.getsize(branch / "export_float16.tflite") == result["file_bytes"]
+    branch = paths.RunDir(run_dir).replicate(0).branch(1, "lottery")
+    result = json.loads(open(branch.export_report(branch.export("float16"))).read())
+    assert os.path.getsize(branch.export("float16")) == result["file_bytes"]
     assert result["quantization"] == "float16" and result["pruned_zeros_preserved"]
     assert abs(result["litert_test_accuracy"] - result["keras_test_accuracy"]) <= 0.01
     assert result["ticket"]["sparsity"] == pytest.approx(result["keras_sparsity"], abs=1e-3)
@@ -284,18 +351,20 @@ def test_cli_exports_a_ticket_and_reports_accuracy(run_dir):
     (["--level=1", "stray"], "unexpected arguments"),
 ])
 def test_cli_bad_flags_exit_2_with_one_line(run_dir, capsys, args, flag):
-    before = sorted((run_dir / "replicate_0").glob("level_*/*/*"))
+    replicate = paths.RunDir(run_dir).replicate(0)
+    before = sorted(os.listdir(replicate.branch(1, "lottery").path))
     with pytest.raises(SystemExit) as exit_info:
-        main.run_export(["tf-lottery-export", f"--run_dir={run_dir}", *args])
+        cli_export.run(["tf-lottery-export", f"--run_dir={run_dir}", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and flag in err
-    assert sorted((run_dir / "replicate_0").glob("level_*/*/*")) == before
+    assert err.startswith("error: ") and "\n" not in err and flag in err, err
+    assert "`" not in err  # every library argument was translated to its flag
+    assert sorted(os.listdir(replicate.branch(1, "lottery").path)) == before
 
 
 def test_cli_missing_run_dir_and_flags_stay_out_of_the_experiment(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main.run_export(["tf-lottery-export", "--level=1"])
+        cli_export.run(["tf-lottery-export", "--level=1"])
     assert exit_info.value.code == 2 and "--run_dir" in capsys.readouterr().err
     for name in ("run_dir", "level", "quantization", "qat_steps", "output_dir"):
-        assert name not in main.FLAGS
+        assert name not in experiment_flags.FLAGS

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tf_lottery as tfl
 from tf_lottery import gradinit
-from tf_lottery.hparams import ModelHparams
+from tf_lottery.hparams import GradInitHparams, ModelHparams
 
 pytestmark = pytest.mark.usefixtures("clean_keras")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -243,16 +243,66 @@ def test_model_without_trainable_weights_and_bad_data_are_rejected():
         gradinit.gradinit(mlp(seed=8, classes=2), (x, y), batch_size=32)
 
 
-def test_make_model_fn_caches_scales_per_seed(tmp_path):
-    from tf_lottery import data, models
+def test_tf_data_dataset_of_the_same_batches_gives_the_same_result_as_arrays():
+    # The arrays are cut into pairs of minibatches along default_rng(seed).permutation(N);
+    # a tf.data.Dataset of the arrays in that order, batched alike, yields the same
+    # batches in the same order, so GradInit learns the same scales (by construction).
+    x, y = blobs()
+    steps, batch = 6, 32  # 6 pairs of 32 from one permutation of 512 examples
+    from_arrays = mlp(seed=9)
+    expected = gradinit.gradinit(from_arrays, (x, y), steps=steps, batch_size=batch, seed=5,
+                                 scale_lr=0.05)
+    order = np.random.default_rng(5).permutation(len(y))
+    dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch)
+    from_dataset = mlp(seed=9)
+    result = gradinit.gradinit(from_dataset, dataset, steps=steps, scale_lr=0.05)
+    np.testing.assert_allclose(list(result.scales.values()), list(expected.scales.values()),
+                               rtol=1e-6)
+    np.testing.assert_allclose(result.objective, expected.objective, rtol=1e-5)
+    assert list(result.scales.values()) != [1.0] * len(result.scales)  # the scales moved
+    for a, b in zip(from_dataset.get_weights(), from_arrays.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert result.settings["batch_size"] is None  # the dataset's batches were used
+    # Passes repeat (4 pairs per pass of 8 batches here; an odd last batch is dropped),
+    # labels may be int64 and inputs are cast to float.
+    repeated = gradinit.gradinit(
+        mlp(seed=9), tf.data.Dataset.from_tensor_slices(
+            (x[:250].astype(np.float64), y[:250].astype(np.int64))).batch(32), steps=10)
+    assert repeated.objective.shape == (10,)
+
+
+def test_tf_data_datasets_that_cannot_feed_gradinit_are_rejected():
+    x, y = blobs()
+    model = mlp(seed=10)
+    before = model.get_weights()
+    cases = [
+        (tf.data.Dataset.from_tensor_slices(x).batch(32), "yield \\(x, y\\) batches"),
+        (tf.data.Dataset.from_tensor_slices((x, y)), "batch it"),  # not batched
+        (tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(32), "yields no batch"),
+        (tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y)), "1 batch per pass"),
+        (tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(32), "labels"),
+    ]
+    for dataset, message in cases:
+        with pytest.raises(ValueError, match=message) as err:
+            gradinit.gradinit(model, dataset, steps=2)
+        assert "`dataset`" in str(err.value)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="`dataset` must be"):
+        gradinit.gradinit(model, x, steps=2)
+
+
+def test_experiment_model_fn_caches_scales_per_seed(tmp_path):
+    from tf_lottery import data, experiment, paths
 
     ds = data.load("synthetic", validation_size=100)
-    hp = ModelHparams("lenet_300_100", "gradinit", gradinit_steps=5, gradinit_batch_size=32)
-    model_fn = gradinit.make_model_fn(hp, ds, cache_dir=str(tmp_path))
+    hp = ModelHparams("lenet_300_100", "gradinit",
+                      gradinit=GradInitHparams(steps=5, batch_size=32))
+    model_fn = experiment.model_fn(hp, ds, cache_dir=str(tmp_path))
     first = model_fn(11).get_weights()
-    saved = json.load(open(tmp_path / "gradinit_11.json"))
+    saved = json.load(open(paths.ReplicateDir(str(tmp_path)).gradinit_scales(11)))
     assert len(saved["objective"]) == 5
-    base = models.build_model("lenet_300_100", ds.input_shape, ds.num_classes, seed=11)
+    base = experiment.build_model(hp, ds.input_shape, ds.num_classes, seed=11)
     gradinit.apply_scales(base, saved["scales"])
     for a, b in zip(base.get_weights(), first):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -264,41 +314,53 @@ def test_make_model_fn_caches_scales_per_seed(tmp_path):
         gradinit.apply_scales(base, {"nope/kernel": 1.0})
 
 
-def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
-    from tf_lottery import main, models
+def _cli():
+    """The experiment command's modules (tf_lottery.cli)."""
+    from tf_lottery.cli import errors
+    from tf_lottery.cli import experiment as command
+    from tf_lottery.cli import experiment_flags
 
+    return experiment_flags, command, errors
+
+
+def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
+    from tf_lottery import experiment, paths
+
+    ef, command, errors = _cli()
     argv = ["tf_lottery.main", "--dataset=synthetic", "--batch_size=32",
             "--training_steps=50it", "--eval_every=50it", "--levels=1", "--prune_rate=0.5",
             "--controls=reinit", "--initializer=gradinit", "--base_initializer=he_normal",
             "--gradinit_steps=5", "--gradinit_batch_size=32", f"--run_root={tmp_path}"]
     try:
-        main.FLAGS(argv)
-        assert main.experiment([]) == 0
-        main.FLAGS.unparse_flags()
-        main.FLAGS(argv[:-1] + ["--gradinit_eta=0", f"--run_root={tmp_path / 'bad'}"])
-        with pytest.raises(main.UsageError, match="gradinit_eta"):
-            main.experiment([])
+        ef.FLAGS(argv)
+        assert command.main([]) == 0
+        ef.FLAGS.unparse_flags()
+        ef.FLAGS(argv[:-1] + ["--gradinit_eta=0", f"--run_root={tmp_path / 'bad'}"])
+        with pytest.raises(errors.UsageError, match="gradinit_eta"):
+            command.main([])
     finally:
-        main.FLAGS.unparse_flags()
+        ef.FLAGS.unparse_flags()
     assert not os.path.exists(tmp_path / "bad")
-    (replicate,) = glob.glob(str(tmp_path / "*" / "replicate_0"))
+    (run,) = [paths.RunDir(p) for p in glob.glob(str(tmp_path / "*"))]
+    replicate = run.replicate(0).path
     caches = sorted(glob.glob(os.path.join(replicate, "gradinit_*.json")))
     assert len(caches) == 2  # theta_0 and the level-1 reinit network
-    hparams = json.load(open(os.path.join(os.path.dirname(replicate), "hparams.json")))
+    hparams = json.load(open(run.hparams))
     assert hparams["model"]["initializer"] == "gradinit"
     assert hparams["model"]["base_initializer"] == "he_normal"
     assert hparams["model"]["gradinit_steps"] == 5
-    flags_txt = open(os.path.join(os.path.dirname(replicate), "flags.txt")).read()
+    flags_txt = open(run.flags).read()
     assert "--initializer=gradinit" in flags_txt and "--gradinit_steps=5" in flags_txt
     # theta_0 is the he_normal network rescaled by the scales GradInit learned for it.
-    init = tfl.wrap(models.build_model("lenet_300_100", (8, 8, 1), 10))
-    init.load_weights(os.path.join(replicate, "init.weights.h5"))
+    plain = ModelHparams("lenet_300_100", "he_normal")
+    init = tfl.wrap(experiment.build_model(plain, (8, 8, 1), 10))
+    init.load_weights(run.replicate(0).init_weights)
     theta_0 = {v.path.split("/", 1)[1]: v.numpy() for v in init.trainable_variables}
     matches = 0
     for path in caches:
         seed = int(os.path.basename(path)[len("gradinit_"):-len(".json")])
-        base = models.build_model("lenet_300_100", (8, 8, 1), 10, seed=seed,
-                                  initializer="he_normal")
+        assert paths.ReplicateDir(replicate).gradinit_scales(seed) == path
+        base = experiment.build_model(plain, (8, 8, 1), 10, seed=seed)
         gradinit.apply_scales(base, json.load(open(path))["scales"])
         rescaled = {v.path.split("/", 1)[1]: v.numpy() for v in base.trainable_variables}
         matches += all(np.allclose(rescaled[k], theta_0[k]) for k in theta_0)
@@ -306,21 +368,19 @@ def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
 
 
 def _cli_hparams(*args):
-    from tf_lottery import main
-
+    ef, _, _ = _cli()
     try:
-        main.FLAGS(["tf_lottery.main", "--dataset=synthetic", *args])
-        return main._hparams()
+        ef.FLAGS(["tf_lottery.main", "--dataset=synthetic", *args])
+        return ef.hparams()
     finally:
-        main.FLAGS.unparse_flags()
+        ef.FLAGS.unparse_flags()
 
 
 def test_cli_initializer_takes_any_keras_initializer_name():
-    from tf_lottery import models
+    from tf_lottery import experiment
 
     def fc1(hp):
-        init = hp.model.base_initializer or hp.model.initializer
-        model = models.build_model("lenet_300_100", (8, 8, 1), 10, initializer=init, seed=0)
+        model = experiment.build_model(hp.model, (8, 8, 1), 10, seed=0)
         return model.get_layer("fc1").kernel.numpy()  # (64, 300)
 
     fan_in, fan_out = 64, 300
@@ -334,10 +394,12 @@ def test_cli_initializer_takes_any_keras_initializer_name():
     }
     for name, check in checks.items():
         hp = _cli_hparams(f"--initializer={name}")
-        assert hp.model.initializer == name and hp.model.base_initializer is None
+        assert hp.model.initializer == name and hp.model.gradinit is None
+        assert hp.model.kernel_initializer == name
         assert check(fc1(hp)), name
     hp = _cli_hparams("--initializer=gradinit", "--base_initializer=orthogonal")
-    assert hp.model.base_initializer == "orthogonal" and hp.model.gradinit_steps == 390
+    assert hp.model.gradinit.base_initializer == "orthogonal"
+    assert hp.model.gradinit.steps == 390
     assert check(fc1(hp))  # GradInit starts from the orthogonal draw
 
 
@@ -352,9 +414,8 @@ def test_cli_initializer_takes_any_keras_initializer_name():
     (["--initializer=gradinit", "--gradinit_min_scale=0"], "gradinit_min_scale"),
 ])
 def test_cli_rejects_bad_initializers_and_gradinit_settings(args, message):
-    from tf_lottery import main
-
-    with pytest.raises(main.UsageError, match=message):
+    _, _, errors = _cli()
+    with pytest.raises(errors.UsageError, match=message):
         _cli_hparams(*args)
 
 
@@ -362,20 +423,32 @@ def test_model_hparams_gradinit_fields():
     import dataclasses
 
     from tf_lottery.hparams import (
-        GRADINIT_DEFAULTS,
+        GRADINIT_FIELDS,
+        ArgumentError,
         DatasetHparams,
         ExperimentHparams,
         PruningHparams,
         TrainingHparams,
     )
 
-    hp = ModelHparams("lenet_300_100", "gradinit", gradinit_eta=0.01)
-    assert hp.gradinit_eta == 0.01 and hp.gradinit_steps == GRADINIT_DEFAULTS["gradinit_steps"]
-    assert hp.base_initializer == "glorot_normal" and hp.gradinit_optimizer == "sgd"
-    with pytest.raises(ValueError, match="gradinit_steps.*applies only with --initializer"):
-        ModelHparams("lenet_300_100", "he_normal", gradinit_steps=5)
-    with pytest.raises(ValueError, match="gradinit_batch_size"):
-        ModelHparams("lenet_300_100", "gradinit", gradinit_batch_size=0)
+    defaults = GradInitHparams()
+    hp = ModelHparams("lenet_300_100", "gradinit", gradinit=GradInitHparams(eta=0.01))
+    assert hp.gradinit.eta == 0.01 and hp.gradinit.steps == defaults.steps
+    assert hp.gradinit.base_initializer == "glorot_normal" and hp.gradinit.optimizer == "sgd"
+    assert hp.kernel_initializer == "glorot_normal"
+    assert ModelHparams("lenet_300_100", "gradinit").gradinit == defaults
+    with pytest.raises(ValueError, match="gradinit.*applies only with initializer='gradinit'"):
+        ModelHparams("lenet_300_100", "he_normal", gradinit=GradInitHparams(steps=5))
+    with pytest.raises(ArgumentError, match="batch_size") as err:
+        GradInitHparams(batch_size=0)
+    assert err.value.argument == "batch_size"
+    # hparams.json keeps GradInit's fields flat (the CLI's flag names).
+    with pytest.raises(ValueError, match="batch_size"):
+        ModelHparams.from_dict({"model": "lenet_300_100", "initializer": "gradinit",
+                                "gradinit_batch_size": 0})
+    flat = hp.to_dict()
+    assert set(GRADINIT_FIELDS) <= set(flat) and flat["gradinit_eta"] == 0.01
+    assert ModelHparams.from_dict(flat) == hp
 
     def experiment(model):
         return ExperimentHparams(model=model, dataset=DatasetHparams("synthetic"),
@@ -383,11 +456,13 @@ def test_model_hparams_gradinit_fields():
 
     gi = experiment(hp)
     assert ExperimentHparams.from_dict(gi.to_dict()) == gi
-    assert experiment(dataclasses.replace(hp, gradinit_eta=0.02)).run_name() != gi.run_name()
-    # Without GradInit the unset fields do not enter the hash: an hparams.json written
-    # before the fields existed names the same run.
+    other = dataclasses.replace(hp, gradinit=dataclasses.replace(hp.gradinit, eta=0.02))
+    assert experiment(other).run_name() != gi.run_name()
+    # Without GradInit the fields do not enter the hash: an hparams.json written before
+    # the fields existed, or with them unset (None), names the same run.
     plain = experiment(ModelHparams("lenet_300_100", "he_normal"))
     old = plain.to_dict()
-    for name in GRADINIT_DEFAULTS:
-        del old["model"][name]
+    assert not set(GRADINIT_FIELDS) & set(old["model"])
+    assert ExperimentHparams.from_dict(old).run_name() == plain.run_name()
+    old["model"].update({name: None for name in GRADINIT_FIELDS})
     assert ExperimentHparams.from_dict(old).run_name() == plain.run_name()

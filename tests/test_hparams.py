@@ -5,6 +5,8 @@ import json
 import pytest
 
 from tf_lottery.hparams import (
+    GRADINIT_FIELDS,
+    GradInitHparams,
     DatasetHparams,
     ExperimentHparams,
     ModelHparams,
@@ -69,7 +71,7 @@ def test_steps_parse_rejects_malformed(bad):
     with pytest.raises(ValueError) as info:
         Steps.parse(bad, "rewind")
     message = str(info.value)
-    assert "--rewind" in message
+    assert "`rewind`" in message
     assert repr(bad) in message
 
 
@@ -85,30 +87,30 @@ def test_training_defaults_are_valid():
 @pytest.mark.parametrize(
     "changes, flag",
     [
-        ({"learning_rate": 0.0}, "--learning_rate"),
-        ({"learning_rate": -0.1}, "--learning_rate"),
-        ({"learning_rate": float("nan")}, "--learning_rate"),
-        ({"learning_rate": float("inf")}, "--learning_rate"),
-        ({"learning_rate": "0.1"}, "--learning_rate"),
-        ({"learning_rate": True}, "--learning_rate"),
-        ({"optimizer": "sgd", "momentum": 1.0}, "--momentum"),
-        ({"optimizer": "sgd", "momentum": -0.5}, "--momentum"),
-        ({"optimizer": "sgd", "nesterov": True}, "--nesterov"),
-        ({"weight_decay": -1e-4}, "--weight_decay"),
-        ({"batch_size": 0}, "--batch_size"),
-        ({"batch_size": -60}, "--batch_size"),
-        ({"batch_size": 60.0}, "--batch_size"),
-        ({"batch_size": True}, "--batch_size"),
-        ({"lr_drop_factor": 0.0}, "--lr_drop_factor"),
-        ({"lr_drop_factor": 1.5}, "--lr_drop_factor"),
-        ({"optimizer": "rmsprop"}, "--optimizer"),
-        ({"training_steps": "0it"}, "--training_steps"),
-        ({"training_steps": "0ep"}, "--training_steps"),
-        ({"training_steps": "50000"}, "--training_steps"),
-        ({"eval_every": "0it"}, "--eval_every"),
-        ({"eval_every": "often"}, "--eval_every"),
-        ({"warmup": "-1it"}, "--warmup"),
-        ({"lr_drops": ("80ep", "1e2it")}, "--lr_drops"),
+        ({"learning_rate": 0.0}, "`learning_rate`"),
+        ({"learning_rate": -0.1}, "`learning_rate`"),
+        ({"learning_rate": float("nan")}, "`learning_rate`"),
+        ({"learning_rate": float("inf")}, "`learning_rate`"),
+        ({"learning_rate": "0.1"}, "`learning_rate`"),
+        ({"learning_rate": True}, "`learning_rate`"),
+        ({"optimizer": "sgd", "momentum": 1.0}, "`momentum`"),
+        ({"optimizer": "sgd", "momentum": -0.5}, "`momentum`"),
+        ({"optimizer": "sgd", "nesterov": True}, "`nesterov`"),
+        ({"weight_decay": -1e-4}, "`weight_decay`"),
+        ({"batch_size": 0}, "`batch_size`"),
+        ({"batch_size": -60}, "`batch_size`"),
+        ({"batch_size": 60.0}, "`batch_size`"),
+        ({"batch_size": True}, "`batch_size`"),
+        ({"lr_drop_factor": 0.0}, "`lr_drop_factor`"),
+        ({"lr_drop_factor": 1.5}, "`lr_drop_factor`"),
+        ({"optimizer": "rmsprop"}, "`optimizer`"),
+        ({"training_steps": "0it"}, "`training_steps`"),
+        ({"training_steps": "0ep"}, "`training_steps`"),
+        ({"training_steps": "50000"}, "`training_steps`"),
+        ({"eval_every": "0it"}, "`eval_every`"),
+        ({"eval_every": "often"}, "`eval_every`"),
+        ({"warmup": "-1it"}, "`warmup`"),
+        ({"lr_drops": ("80ep", "1e2it")}, "`lr_drops`"),
     ],
 )
 def test_training_rejects_bad_values(changes, flag):
@@ -147,9 +149,10 @@ def test_drop_iterations_sorted_and_converted():
     assert TrainingHparams().drop_iterations(10) == ()
 
 
-def test_lr_drops_list_becomes_tuple_of_strings():
-    hp = TrainingHparams(lr_drops=["80ep", "120ep"])
-    assert hp.lr_drops == ("80ep", "120ep")
+def test_lr_drops_list_becomes_sorted_tuple_of_steps():
+    hp = TrainingHparams(lr_drops=["120ep", "80ep"])
+    assert hp.lr_drops == (Steps(80, "ep"), Steps(120, "ep"))
+    assert hp.to_dict()["lr_drops"] == ["80ep", "120ep"]
 
 
 def test_check_against_accepts_consistent_lengths():
@@ -163,7 +166,7 @@ def test_check_against_accepts_consistent_lengths():
 @pytest.mark.parametrize("rewind", ["1000it", "10ep", "2000it", "11ep"])
 def test_check_against_rejects_rewind_at_or_past_budget(rewind):
     hp = TrainingHparams(training_steps="10ep")
-    with pytest.raises(ValueError, match="--rewind") as info:
+    with pytest.raises(ValueError, match="`rewind`") as info:
         hp.check_against(steps_per_epoch=100, rewind=rewind)
     assert "1000 iterations" in str(info.value)
 
@@ -173,23 +176,23 @@ def test_check_against_converts_epochs_with_steps_per_epoch():
     # not with 300 (600 >= 500).
     hp = TrainingHparams(training_steps="500it", warmup="1ep", lr_drops=("1ep",))
     hp.check_against(steps_per_epoch=100, rewind="2ep")
-    with pytest.raises(ValueError, match="--rewind"):
+    with pytest.raises(ValueError, match="`rewind`"):
         hp.check_against(steps_per_epoch=300, rewind="2ep")
     # Warmup and drop of 1ep: fine at 500 steps/epoch, past the budget at 501.
     hp.check_against(steps_per_epoch=500)
-    with pytest.raises(ValueError, match="--warmup"):
+    with pytest.raises(ValueError, match="`warmup`"):
         hp.check_against(steps_per_epoch=501)
 
 
 def test_check_against_rejects_warmup_past_budget():
     hp = TrainingHparams(training_steps="500it", warmup="501it")
-    with pytest.raises(ValueError, match="--warmup"):
+    with pytest.raises(ValueError, match="`warmup`"):
         hp.check_against(steps_per_epoch=10)
 
 
 def test_check_against_rejects_drop_past_budget():
     hp = TrainingHparams(training_steps="5ep", lr_drops=("2ep", "6ep"))
-    with pytest.raises(ValueError, match="--lr_drops") as info:
+    with pytest.raises(ValueError, match="`lr_drops`") as info:
         hp.check_against(steps_per_epoch=10)
     assert "'6ep'" in str(info.value)
 
@@ -199,36 +202,36 @@ def test_check_against_rejects_drop_past_budget():
 
 def test_pruning_defaults_are_valid():
     hp = PruningHparams()
-    assert (hp.levels, hp.scope, hp.rate, hp.rewind, hp.controls) == (0, "layerwise", 0.2, "0it", ())
+    assert (hp.levels, hp.scope, hp.rate, str(hp.rewind), hp.controls) == (0, "layerwise", 0.2, "0it", ())
 
 
 @pytest.mark.parametrize(
     "changes, flag",
     [
-        ({"levels": -1}, "--levels"),
-        ({"levels": 2.0}, "--levels"),
-        ({"rate": 1.0}, "--prune_rate"),
-        ({"rate": -0.1}, "--prune_rate"),
-        ({"rate": 20}, "--prune_rate"),
-        ({"rate": True}, "--prune_rate"),
-        ({"rate_conv": 1.0}, "--prune_rate_conv"),
-        ({"rate_conv": -0.1}, "--prune_rate_conv"),
-        ({"rate_conv": 20}, "--prune_rate_conv"),
-        ({"rate_output": 1.0}, "--prune_rate_output"),
-        ({"rate_output": -0.1}, "--prune_rate_output"),
-        ({"rate_output": 20}, "--prune_rate_output"),
-        ({"scope": "per_layer"}, "--pruning"),
-        ({"criterion": "largest"}, "--criterion"),
-        ({"retrain": "restart"}, "--retrain"),
-        ({"rewind": "500"}, "--rewind"),
-        ({"controls": ("reinit", "shuffle")}, "--controls"),
-        ({"controls": ("reinit", "reinit")}, "--controls"),
-        ({"one_shot": (0.8, 1.0)}, "--one_shot"),
-        ({"one_shot": (0.0,)}, "--one_shot"),
-        ({"one_shot": (80,)}, "--one_shot"),
-        ({"one_shot": (-0.5,)}, "--one_shot"),
-        ({"scope": "global", "rate_conv": 0.1}, "--pruning"),
-        ({"scope": "global", "rate_output": 0.1}, "--pruning"),
+        ({"levels": -1}, "`levels`"),
+        ({"levels": 2.0}, "`levels`"),
+        ({"rate": 1.0}, "`rate`"),
+        ({"rate": -0.1}, "`rate`"),
+        ({"rate": 20}, "`rate`"),
+        ({"rate": True}, "`rate`"),
+        ({"rate_conv": 1.0}, "`rate_conv`"),
+        ({"rate_conv": -0.1}, "`rate_conv`"),
+        ({"rate_conv": 20}, "`rate_conv`"),
+        ({"rate_output": 1.0}, "`rate_output`"),
+        ({"rate_output": -0.1}, "`rate_output`"),
+        ({"rate_output": 20}, "`rate_output`"),
+        ({"scope": "per_layer"}, "`scope`"),
+        ({"criterion": "largest"}, "`criterion`"),
+        ({"retrain": "restart"}, "`retrain`"),
+        ({"rewind": "500"}, "`rewind`"),
+        ({"controls": ("reinit", "shuffle")}, "`controls`"),
+        ({"controls": ("reinit", "reinit")}, "`controls`"),
+        ({"one_shot": (0.8, 1.0)}, "`one_shot`"),
+        ({"one_shot": (0.0,)}, "`one_shot`"),
+        ({"one_shot": (80,)}, "`one_shot`"),
+        ({"one_shot": (-0.5,)}, "`one_shot`"),
+        ({"scope": "global", "rate_conv": 0.1}, "`scope`"),
+        ({"scope": "global", "rate_output": 0.1}, "`scope`"),
     ],
 )
 def test_pruning_rejects_bad_values(changes, flag):
@@ -246,7 +249,7 @@ def test_pruning_error_shows_value():
 
 
 def test_pruning_global_scope_with_rate_conv_names_the_rate_flag():
-    with pytest.raises(ValueError, match="--prune_rate_conv"):
+    with pytest.raises(ValueError, match="`rate_conv`"):
         PruningHparams(scope="global", rate_conv=0.1)
 
 
@@ -267,7 +270,7 @@ def test_pruning_accepts_valid_choices_and_normalizes_sequences():
 
 @pytest.mark.parametrize("dropout", [1.0, -0.1, 20, True])
 def test_model_rejects_bad_dropout(dropout):
-    with pytest.raises(ValueError, match="--dropout"):
+    with pytest.raises(ValueError, match="`dropout`"):
         ModelHparams("lenet_300_100", dropout=dropout)
 
 
@@ -277,7 +280,7 @@ def test_model_accepts_dropout_in_range():
 
 @pytest.mark.parametrize("size", [-1, 1.5, True])
 def test_dataset_rejects_bad_validation_size(size):
-    with pytest.raises(ValueError, match="--validation_size"):
+    with pytest.raises(ValueError, match="`validation_size`"):
         DatasetHparams("fashion_mnist", validation_size=size)
 
 
@@ -288,7 +291,7 @@ def test_dataset_accepts_zero_and_none_validation_size():
 
 @pytest.mark.parametrize(
     "changes, flag",
-    [({"seed": -1}, "--seed"), ({"seed": 1.0}, "--seed"), ({"precision": "float16"}, "--precision")],
+    [({"seed": -1}, "`seed`"), ({"seed": 1.0}, "`seed`"), ({"precision": "float16"}, "`precision`")],
 )
 def test_experiment_rejects_bad_values(changes, flag):
     with pytest.raises(ValueError, match=flag):
@@ -327,7 +330,7 @@ def test_to_dict_from_dict_round_trip():
 def test_from_dict_validates():
     data = _experiment().to_dict()
     data["training"]["learning_rate"] = 0
-    with pytest.raises(ValueError, match="--learning_rate"):
+    with pytest.raises(ValueError, match="`learning_rate`"):
         ExperimentHparams.from_dict(data)
 
 
@@ -379,7 +382,7 @@ def test_digest_ignores_extendable_fields(changes):
 def test_digest_does_not_strip_fields_from_the_object():
     hp = _experiment(**{"pruning.controls": ("reinit",)})
     hp.digest()
-    assert hp.to_dict()["pruning"]["controls"] == ("reinit",)
+    assert hp.to_dict()["pruning"]["controls"] == ["reinit"]
     assert hp.pruning.levels == 3
 
 
@@ -418,3 +421,33 @@ def test_derive_seed_range():
             value = derive_seed(seed, *tags)
             assert isinstance(value, int)
             assert 0 <= value < 2**31
+
+
+def test_gradinit_settings_nest_and_store_flat():
+    hp = _experiment(**{"model.initializer": "gradinit"})
+    assert hp.model.gradinit == GradInitHparams()  # the paper's defaults
+    assert hp.model.kernel_initializer == "glorot_normal"
+    stored = hp.to_dict()["model"]
+    assert stored["gradinit_eta"] == 0.1 and stored["base_initializer"] == "glorot_normal"
+    assert "gradinit" not in stored  # hparams.json keeps the flat names of earlier versions
+    assert ExperimentHparams.from_dict(json.loads(json.dumps(hp.to_dict()))) == hp
+    custom = ModelHparams("lenet_300_100", initializer="gradinit",
+                          gradinit=GradInitHparams(base_initializer="he_normal", eta=0.01))
+    assert custom.kernel_initializer == "he_normal"
+    assert ModelHparams.from_dict(custom.to_dict()) == custom
+
+
+def test_gradinit_errors_name_their_own_fields():
+    with pytest.raises(ValueError, match="^`eta` must be > 0"):
+        GradInitHparams(eta=0.0)
+    with pytest.raises(ValueError, match="`gradinit` applies only with initializer='gradinit'"):
+        ModelHparams("lenet_300_100", gradinit=GradInitHparams())
+
+
+def test_hparams_json_of_earlier_versions_still_reads():
+    # Before GradInit was nested, hparams.json held its fields flat, null when unused.
+    hp = _experiment()
+    old = json.loads(json.dumps(hp.to_dict()))
+    old["model"].update({name: None for name in GRADINIT_FIELDS})
+    again = ExperimentHparams.from_dict(old)
+    assert again == hp and again.model.gradinit is None and again.digest() == hp.digest()

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from tf_lottery import data, models, report, files, ticket
+from tf_lottery import experiment, files, paths, report, training
+from tf_lottery.report import figures, plots
 from tf_lottery.hparams import (DatasetHparams, ExperimentHparams, ModelHparams,
                                 PruningHparams, TrainingHparams)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = data.load("synthetic")
 HP = ExperimentHparams(
     model=ModelHparams("lenet_300_100"),
     dataset=DatasetHparams("synthetic"),
@@ -26,31 +26,22 @@ HP = ExperimentHparams(
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def model_fn(seed):
-    return models.build_model("lenet_300_100", DATA.input_shape, DATA.num_classes, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished tiny run laid out as tf_lottery.main writes it."""
-    root = tmp_path_factory.mktemp("runs") / HP.run_name()
-    replicate = root / "replicate_0"
-    files.atomic_write_json(root / "hparams.json", HP.to_dict())
-    ticket.fit(model_fn, DATA, training=HP.training, pruning_hparams=HP.pruning,
-               run_dir=replicate, seed=1,
-               runtime=ticket.Runtime(steps_per_execution=50, jit_compile=False))
-    return root
+    """A finished tiny run (replicate 0), written by experiment.run_experiment."""
+    run_root = tmp_path_factory.mktemp("runs")
+    experiment.run_experiment(
+        HP, run_root, replicate=0,
+        runtime=training.Runtime(steps_per_execution=50, jit_compile=False))
+    return run_root / HP.run_name()
 
 
 def summaries(replicate):
-    out = {}
-    for level in sorted(os.listdir(replicate)):
-        if level.startswith("level_"):
-            for branch in os.listdir(replicate / level):
-                path = replicate / level / branch / "summary.json"
-                if path.exists():
-                    out[(int(level[6:]), branch)] = json.loads(path.read_text())
-    return out
+    """{(level, branch): summary.json dict} of every finished branch of a replicate."""
+    rep = paths.ReplicateDir(str(replicate))
+    return {(level, b.branch): files.read_json(b.summary)
+            for level in rep.levels() for b in rep.branches(level)
+            if os.path.exists(b.summary)}
 
 
 def table_rows(markdown):
@@ -170,12 +161,12 @@ def test_tfmot_baseline_is_read_when_present(run, tmp_path):
     assert rows[1]["final_test_accuracy"]["mean"] == 0.93
     # Drawn in accuracy.png (final accuracy: tfmot has no early stopping), not in
     # early_stop.png.
-    (line,) = [s for s in report._branch_series([loaded], "early_stop_test_accuracy")
+    (line,) = [s for s in plots.branch_series([loaded], "early_stop_test_accuracy")
                if s["branch"] == "tfmot_gmp"]
     assert line["x"] == [pytest.approx(51.0), pytest.approx(26.0)]
     assert line["mean"] == [0.93, 0.91]
     assert "tfmot_gmp" not in {
-        s["branch"] for s in report._branch_series([loaded], "early_stop_iteration")}
+        s["branch"] for s in plots.branch_series([loaded], "early_stop_iteration")}
     markdown = open(report.make_report([root], tmp_path / "out")["markdown"]).read()
     assert "| replicate_0 | 2 | 26.00 | 0.7400 | 0.9100 |" in markdown
     assert "| replicate_0 | 1 | 51.00 | 0.4900 | 0.9300 |" in markdown
@@ -186,7 +177,7 @@ def test_accuracy_lines_follow_the_summaries(run):
     stopping from summary.json; the controls start at the dense network."""
     loaded = report.load_runs([run])
     expected = summaries(run / "replicate_0")
-    lines = {s["branch"]: s for s in report._branch_series(loaded, "early_stop_test_accuracy")}
+    lines = {s["branch"]: s for s in plots.branch_series(loaded, "early_stop_test_accuracy")}
     assert set(lines) == {"lottery", "reinit", "random_prune", "one_shot"}
     for branch in ("lottery", "reinit", "random_prune"):
         levels = [0, 1, 2] if branch == "lottery" else [(0, "lottery"), 1, 2]
@@ -194,7 +185,7 @@ def test_accuracy_lines_follow_the_summaries(run):
         assert lines[branch]["x"] == [100 * expected[k]["weights_remaining"] for k in keys]
         assert lines[branch]["mean"] == [expected[k]["early_stop_test_accuracy"] for k in keys]
         assert lines[branch]["x"] == sorted(lines[branch]["x"], reverse=True)
-    its = {s["branch"]: s for s in report._branch_series(loaded, "early_stop_iteration")}
+    its = {s["branch"]: s for s in plots.branch_series(loaded, "early_stop_iteration")}
     assert its["lottery"]["mean"] == [expected[(k, "lottery")]["early_stop_iteration"]
                                       for k in (0, 1, 2)]
 
@@ -214,12 +205,12 @@ def test_several_runs_share_the_plots_with_distinct_labels(run, tmp_path):
 def test_small_helpers():
     assert report.default_levels(range(11)) == [0, 3, 7, 10]
     assert report.default_levels([0, 1]) == [0, 1]
-    assert report._smooth([0, 0, 3, 0, 0], 3) == [0, 1, 1, 1, 0]
-    assert report._smooth([4, 0, 0], 3) == [2, 4 / 3, 0]
+    assert figures.smooth([0, 0, 3, 0, 0], 3) == [0, 1, 1, 1, 0]
+    assert figures.smooth([4, 0, 0], 3) == [2, 4 / 3, 0]
     # 501 evaluations (50K iterations every 100): 9; short curves are not flattened.
-    assert [report._window(n, 9) for n in (501, 90, 70, 50, 16)] == [9, 9, 7, 5, 1]
-    figure, axes = report._figure()
-    report._remaining_axis(axes[0, 0], [100, 80, 64.1, 51.3, 50.0])
+    assert [figures.window(n, 9) for n in (501, 90, 70, 50, 16)] == [9, 9, 7, 5, 1]
+    figure, axes = figures.figure()
+    figures.remaining_axis(axes[0, 0], [100, 80, 64.1, 51.3, 50.0])
     left, right = axes[0, 0].get_xlim()
     assert left > right and axes[0, 0].get_xscale() == "log"  # sparser to the right
     assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["100", "80", "64.1", "51.3"]
@@ -234,9 +225,9 @@ def test_bad_arguments_raise_before_writing(run, tmp_path):
         ([run], {"levels": [9]}, "finished levels: [0, 1, 2]"),
         ([run], {"prefix": "a/b"}, "file-name prefix"),
     ]
-    for paths, kwargs, message in cases:
+    for run_dirs, kwargs, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)):
-            report.make_report(paths, out, **kwargs)
+            report.make_report(run_dirs, out, **kwargs)
     assert not out.exists()
     empty = tmp_path / "empty" / "replicate_0"
     (empty / "level_0" / "lottery").mkdir(parents=True)
@@ -251,11 +242,11 @@ def cli(*args):
 
 
 def run_report(*args):
-    """``main.run_report`` in-process: (exit code, stdout, stderr lines)."""
-    from tf_lottery import main
+    """``tf_lottery.cli.report.run`` (``tf-lottery-report``) in-process: its exit code."""
+    from tf_lottery.cli import report as report_cli
 
     with pytest.raises(SystemExit) as exit_info:
-        main.run_report(["tf-lottery-report", *map(str, args)])
+        report_cli.run(["tf-lottery-report", *map(str, args)])
     return exit_info.value.code
 
 
@@ -268,10 +259,10 @@ def test_command_line_flags_and_errors(run, tmp_path, capsys):
     for args, message in [
         ((run, f"--out={tmp_path}", "--levels=x"),
          "error: --levels must list integers such as 0,3,7; received 'x'."),
-        ((tmp_path / "nope", f"--out={tmp_path}"), "error: `run_dirs` (RUN_DIR) "),
+        ((tmp_path / "nope", f"--out={tmp_path}"), "error: RUN_DIR "),
         ((f"--out={tmp_path}",), "error: name at least one RUN_DIR"),
         ((run,), "error: flag --out=None: Flag --out must have a value other than None."),
-        ((run, f"--out={tmp_path}", "--levels=7"), "error: `levels` (--levels) [7] has no "),
+        ((run, f"--out={tmp_path}", "--levels=7"), "error: --levels [7] has no "),
     ]:
         assert run_report(*args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
@@ -285,11 +276,13 @@ def test_python_dash_m_report_runs(run, tmp_path):
 
 
 def test_report_flags_stay_out_of_the_experiment_flags():
-    from tf_lottery import main
+    from tf_lottery.cli import analyze as analyze_cli
+    from tf_lottery.cli import experiment_flags
+    from tf_lottery.cli import report as report_cli
 
-    report_flags = main._report_flag_values()
-    analyze_flags = main._analyze_flag_values()
+    report_flags = report_cli.flag_values()
+    analyze_flags = analyze_cli.flag_values()
     assert "images_only" in report_flags and "noise_scales" in analyze_flags
-    # --helpfull of `python -m tf_lottery.main` lists main.FLAGS only.
+    # --helpfull of `python -m tf_lottery.main` lists the experiment's FLAGS only.
     for name in ("out", "images_only", "prefix", "analysis", "noise_scales", "target_dataset"):
-        assert name not in main.FLAGS, name
+        assert name not in experiment_flags.FLAGS, name

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, models, files, ticket
+from tf_lottery import data, files, models, ticket, training
 from tf_lottery.hparams import PruningHparams, TrainingHparams
 from helpers import without_times
 
@@ -46,11 +46,11 @@ PRUNING = PruningHparams(levels=2, rate=0.5, rate_output=0.25, rewind="30it",
 RUNTIMES = {
     # Evaluation batches of 64: the 200 validation and 500 test examples take both
     # the in-place evaluation's loop over full batches and its last, smaller batch.
-    "fast": ticket.Runtime(deterministic=True, jit_compile=True, steps_per_execution=100,
+    "fast": training.Runtime(deterministic=True, jit_compile=True, steps_per_execution=100,
                            eval_batch_size=64),
-    "slow": ticket.Runtime(deterministic=True, jit_compile=False, steps_per_execution=1,
+    "slow": training.Runtime(deterministic=True, jit_compile=False, steps_per_execution=1,
                            fast_loop=False, eval_batch_size=64),
-    "other_eval_batch": ticket.Runtime(deterministic=True, steps_per_execution=7,
+    "other_eval_batch": training.Runtime(deterministic=True, steps_per_execution=7,
                                        eval_batch_size=1000),
 }
 BRANCHES = [(0, "lottery")] + [(level, branch) for level in (1, 2)
@@ -132,18 +132,19 @@ def test_eval_batch_size_changes_losses_at_most_in_the_last_bits(runs_by_runtime
 
 XLA_IDENTITY = r"""
 import numpy as np, tf_lottery as tfl
-from tf_lottery import data, models, ticket
+from tf_lottery import data, models
 from tf_lottery.hparams import TrainingHparams
+from tf_lottery.training import Runtime, Trainer
 ds = data.load("synthetic")
 training = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="90it",
                            eval_every="40it")
 out = []
 for fast_loop in (True, False):
-    t = ticket.Trainer(lambda s: models.build_model("lenet_300_100", ds.input_shape,
-                                                    ds.num_classes, seed=s),
-                       ds, training, seed=3,
-                       runtime=ticket.Runtime(fast_loop=fast_loop, steps_per_execution=25,
-                                              eval_batch_size=64))
+    t = Trainer(lambda s: models.build_model("lenet_300_100", ds.input_shape,
+                                             ds.num_classes, seed=s),
+                ds, training, seed=3,
+                runtime=Runtime(fast_loop=fast_loop, steps_per_execution=25,
+                                eval_batch_size=64))
     weights = t.model.get_weights()
     masks = tfl.prune(t.model, rate=0.5)
     rows = t.train(weights=weights, masks=masks)["metrics"]

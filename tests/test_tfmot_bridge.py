@@ -12,6 +12,7 @@ import pytest
 import tf_lottery as tfl
 from tf_lottery import data, export, main, models, files, tfmot_bridge  # noqa: F401 (main: lazy)
 from tf_lottery import ticket as ticket_lib
+from tf_lottery import training as training_lib
 from tf_lottery.hparams import (
     DatasetHparams,
     ExperimentHparams,
@@ -188,7 +189,7 @@ def test_gmp_learning_rate_schedule_matches_the_ticket_schedule():
 
     _, tf_keras = tfmot_bridge._tfmot()
     twin = tfmot_bridge._learning_rate(tf, tf_keras, 0.1, 10, (50, 80), 0.5)
-    reference = ticket_lib.StepSchedule(0.1, warmup=10, drops=(50, 80), drop_factor=0.5)
+    reference = training_lib.StepSchedule(0.1, warmup=10, drops=(50, 80), drop_factor=0.5)
     # Hand values: warmup 0.1 * t / 10, then 0.1, 0.05 from 50, 0.025 from 80.
     for step, expected in [(0, 0.0), (5, 0.05), (10, 0.1), (49, 0.1), (50, 0.05),
                            (79, 0.05), (80, 0.025), (120, 0.025)]:
@@ -278,7 +279,7 @@ def test_compare_tfmot_tool_prints_ticket_and_gmp_at_matched_sparsity(tmp_path):
     root = tmp_path / hp.run_name()
     files.atomic_write_json(root / "hparams.json", hp.to_dict())
     ticket_lib.fit(_lenet, DATA, training=hp.training, pruning_hparams=hp.pruning,
-                   run_dir=root / "replicate_0", runtime=ticket_lib.Runtime(jit_compile=False))
+                   run_dir=root / "replicate_0", runtime=training_lib.Runtime(jit_compile=False))
     output = tmp_path / "compare.json"
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "compare_tfmot.py"), f"--run_dir={root}",

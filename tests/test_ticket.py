@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, models, files, ticket
+from tf_lottery import data, files, models, pruning, ticket, training
 from tf_lottery.hparams import PruningHparams, TrainingHparams
 
 DATA = data.load("synthetic")
 TRAINING = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="300it",
                            eval_every="100it")
-RUNTIME = ticket.Runtime(deterministic=True)
+RUNTIME = training.Runtime(deterministic=True)
 
 
 def model_fn(seed):
@@ -187,7 +187,7 @@ def test_finetune_and_lr_rewind_start_from_trained_weights(tmp_path, retrain):
 
 
 def test_step_schedule_warmup_drops_offset_and_freeze():
-    schedule = ticket.StepSchedule(1.0, warmup=10, drops=(20, 30), drop_factor=0.5)
+    schedule = training.StepSchedule(1.0, warmup=10, drops=(20, 30), drop_factor=0.5)
     values = [float(schedule(s)) for s in (0, 5, 10, 25, 35)]
     np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.25])
     schedule.offset.assign(25)
@@ -198,7 +198,7 @@ def test_step_schedule_warmup_drops_offset_and_freeze():
 
 def test_layer_rates_follow_layer_types():
     model = tfl.wrap(models.build_model("conv2", (8, 8, 1), 10, seed=0))
-    rates, output = ticket.layer_rates_for(
+    rates, output = pruning.layer_rates_for(
         model, PruningHparams(rate=0.2, rate_conv=0.1, rate_output=0.05))
     assert rates == {"conv1": 0.1, "conv2": 0.1} and output == 0.05
 
@@ -236,7 +236,7 @@ def test_user_model_and_adam_weight_decay_sgd(tmp_path):
 
 
 def test_trainer_trains_any_interval_and_data_order():
-    trainer = ticket.Trainer(model_fn, DATA, TRAINING, seed=1, runtime=RUNTIME)
+    trainer = training.Trainer(model_fn, DATA, TRAINING, seed=1, runtime=RUNTIME)
     weights = trainer.model.get_weights()
     masks = {k: np.ones_like(v) for k, v in tfl.get_masks(trainer.model).items()}
     a = trainer.train(weights=weights, masks=masks, start=7, end=230)

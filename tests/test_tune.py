@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from tf_lottery import data, main
+from tf_lottery import data, paths
 from tf_lottery import tune as tune_lib
 from tf_lottery.hparams import (
+    ArgumentError,
     DatasetHparams,
     ExperimentHparams,
     ModelHparams,
@@ -39,17 +40,27 @@ def _has_sklearn():
     return True
 
 
+def _cli():
+    """The command line's modules: the tune and experiment commands and their flags."""
+    from tf_lottery.cli import experiment as experiment_command
+    from tf_lottery.cli import experiment_flags
+    from tf_lottery.cli import tune as tune_command
+
+    return tune_command, experiment_command, experiment_flags
+
+
 def cli(capfd, *args):
     """Runs the tune command in this process (as `python -m tf_lottery.tune` would);
     returns (exit code, stdout, stderr)."""
+    tune_command, _, ef = _cli()
     capfd.readouterr()
     try:
-        main.run_tune(["tf_lottery.tune", *args])
+        tune_command.run(["tf_lottery.tune", *args])
         code = 0
     except SystemExit as exit_:
         code = exit_.code
     finally:
-        main.FLAGS.unparse_flags()
+        ef.FLAGS.unparse_flags()
     out, err = capfd.readouterr()
     return code, out, err
 
@@ -64,12 +75,13 @@ def base(**training):
 
 
 def parse_flagfile(path):
-    """The experiment the flagfile describes, as main.py reads it."""
+    """The experiment the flagfile describes, as the experiment command reads it."""
+    _, _, ef = _cli()
     try:
-        main.FLAGS(["tf_lottery.main", f"--flagfile={path}"])
-        return main._hparams(), main.FLAGS.levels, list(main.FLAGS.controls)
+        ef.FLAGS(["tf_lottery.main", f"--flagfile={path}"])
+        return ef.hparams(), ef.FLAGS.levels, list(ef.FLAGS.controls)
     finally:
-        main.FLAGS.unparse_flags()
+        ef.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize("tuner", [
@@ -84,7 +96,8 @@ def test_two_trial_search_writes_a_runnable_best_flagfile_and_resumes(tmp_path, 
     code, out, err = cli(capfd, *args)
     assert code == 0, out + err
     (tune_dir,) = glob.glob(str(run_root / "tune_lenet_300_100_synthetic_*"))  # in the run root
-    with open(os.path.join(tune_dir, "trials.csv")) as f:
+    search = paths.TuneDir(tune_dir)
+    with open(search.trials_csv) as f:
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
     budget = "10it" if tuner == "hyperband" else "90it"  # Hyperband: 1/9 of 90 iterations
@@ -94,35 +107,43 @@ def test_two_trial_search_writes_a_runnable_best_flagfile_and_resumes(tmp_path, 
         assert 0 <= float(row["val_accuracy"]) <= 1
         # Scored on the ticket's validation accuracy at the target, never on test.
         assert float(row["score"]) == pytest.approx(float(row["val_accuracy"]))
-        with open(os.path.join(row["run_dir"], "results.json")) as f:
+        # Each trial is an experiment of the runs/ root: hparams.json names its directory.
+        run, replicate = paths.resolve_replicate(row["run_dir"])
+        assert os.path.dirname(run.path) == os.path.abspath(search.runs)
+        trial_hp = ExperimentHparams.from_dict(json.load(open(run.hparams)))
+        assert trial_hp.run_name() == run.name and replicate.index == 0
+        assert str(trial_hp.training.training_steps) == budget
+        with open(replicate.results) as f:
             last = json.load(f)["levels"][-1]  # the trial stopped at the scored level
         assert last["level"] == int(row["levels"]) and list(last["branches"]) == ["lottery"]
         scored = last["branches"]["lottery"]
         assert float(row["val_accuracy"]) == pytest.approx(scored["early_stop_val_accuracy"])
         assert float(row["sparsity"]) == pytest.approx(scored["sparsity"])
     best = max(rows, key=lambda r: float(r["score"]))
-    assert "| trial |" in open(os.path.join(tune_dir, "trials.md")).read()
+    assert "| trial |" in open(search.trials_md).read()
 
-    flagfile = os.path.join(tune_dir, "best.flags")
+    flagfile = search.best_flags
     hp, levels, controls = parse_flagfile(flagfile)
     assert hp.training.learning_rate == pytest.approx(float(best["learning_rate"]))
-    assert hp.training.warmup == best["warmup"] and hp.pruning.rewind == best["rewind"]
+    assert str(hp.training.warmup) == best["warmup"]
+    assert str(hp.pruning.rewind) == best["rewind"]
     assert hp.pruning.rate == pytest.approx(float(best["prune_rate"]))
     # prune_rate_output keeps its ratio (0.25 / 0.5) to prune_rate.
     assert hp.pruning.rate_output == pytest.approx(hp.pruning.rate / 2, rel=1e-3)
-    assert hp.model.initializer == "gradinit" and hp.model.gradinit_steps == 3
-    assert hp.training.training_steps == "90it"  # the full budget, not the trial's
+    assert hp.model.initializer == "gradinit" and hp.model.gradinit.steps == 3
+    assert str(hp.training.training_steps) == "90it"  # the full budget, not the trial's
     assert levels == 2 and controls == ["reinit"]  # the full experiment, not the trial's
 
     # The best flagfile runs as it is (only the run root is ours).
+    _, experiment_command, ef = _cli()
     try:
-        main.FLAGS(["tf_lottery.main", f"--flagfile={flagfile}",
-                    f"--run_root={tmp_path / 'best'}"])
-        assert main.experiment([]) == 0
+        ef.FLAGS(["tf_lottery.main", f"--flagfile={flagfile}",
+                  f"--run_root={tmp_path / 'best'}"])
+        assert experiment_command.main([]) == 0
     finally:
-        main.FLAGS.unparse_flags()
-    (results,) = glob.glob(str(tmp_path / "best" / "*" / "replicate_0" / "results.json"))
-    levels_run = json.load(open(results))["levels"]
+        ef.FLAGS.unparse_flags()
+    (best_run,) = [paths.RunDir(p) for p in glob.glob(str(tmp_path / "best" / "*"))]
+    levels_run = json.load(open(best_run.replicate(0).results))["levels"]
     assert [entry["level"] for entry in levels_run] == [0, 1, 2]
     assert sorted(levels_run[2]["branches"]) == ["lottery", "reinit"]
 
@@ -130,7 +151,7 @@ def test_two_trial_search_writes_a_runnable_best_flagfile_and_resumes(tmp_path, 
     assert code == 0, out + err
     assert "Reloading Tuner" in out + err
     assert "Trial 3" not in out + err and "trial 2:" not in err
-    with open(os.path.join(tune_dir, "trials.csv")) as f:
+    with open(search.trials_csv) as f:
         assert len(list(csv.DictReader(f))) == 2
 
 
@@ -188,13 +209,13 @@ def test_trial_hparams_apply_values_and_derive_rates():
         hp, {"learning_rate": 0.0012345678, "warmup": 50, "rewind": 20, "prune_rate": 0.6},
         levels=3)
     assert trial.training.learning_rate == 0.001235
-    assert trial.training.warmup == "50it" and trial.pruning.rewind == "20it"
+    assert str(trial.training.warmup) == "50it" and str(trial.pruning.rewind) == "20it"
     assert trial.pruning.rate == 0.6 and trial.pruning.rate_output == pytest.approx(0.3)
     assert trial.pruning.levels == 3 and trial.pruning.controls == ()
     short = tune_lib.trial_hparams(hp, {"rewind": 20, "warmup": 100}, levels=1,
                                    budget_fraction=1 / 3)
-    assert short.training.training_steps == "300it"  # whole evaluation periods
-    assert short.training.warmup == "30it" and short.pruning.rewind == "10it"
+    assert str(short.training.training_steps) == "300it"  # whole evaluation periods
+    assert str(short.training.warmup) == "30it" and str(short.pruning.rewind) == "10it"
 
 
 def test_levels_to_reach_the_target_sparsity():
@@ -202,8 +223,9 @@ def test_levels_to_reach_the_target_sparsity():
     n = tune_lib.levels_to_reach(sizes, 0.8)
     kept = lambda k: (900 * 0.5 ** k + 100 * 0.75 ** k) / 1000  # noqa: E731
     assert 1 - kept(n) >= 0.8 > 1 - kept(n - 1)
-    with pytest.raises(ValueError, match="tune_target_sparsity"):
+    with pytest.raises(ArgumentError, match="`target_sparsity` must be a fraction") as err:
         tune_lib.levels_to_reach(sizes, 1.0)
+    assert err.value.argument == "target_sparsity"
     with pytest.raises(ValueError, match="not reached"):
         tune_lib.levels_to_reach([(10, 0.0)], 0.5)
 
@@ -211,25 +233,36 @@ def test_levels_to_reach_the_target_sparsity():
 def test_library_rejects_bad_searches_before_any_trial(tmp_path):
     ds = data.load("synthetic", validation_size=100)
     hp = base()
+    (tmp_path / "a_file").write_text("")
     cases = [
-        (dict(names=["momentum"]), "not a tunable flag"),
-        (dict(names=[]), "names no flag"),
-        (dict(names=["learning_rate"], tuner="grid"), "tuner"),
-        (dict(names=["learning_rate"], tuner="random", objective="train"), "tune_objective"),
-        (dict(names=["learning_rate"], tuner="random", max_trials=0), "max_trials"),
+        (dict(names=["momentum"]), "`names` holds 'momentum', which is not a tunable flag"),
+        (dict(names=[]), "`names` names no flag"),
+        (dict(names=["learning_rate", "learning_rate"]), "`names` lists a flag twice"),
+        (dict(names=["learning_rate"], tuner="grid"), "`tuner` must be one of"),
+        (dict(names=["learning_rate"], tuner="random", objective="train"),
+         "`objective` must be one of"),
+        (dict(names=["learning_rate"], tuner="random", max_trials=0), "`max_trials`"),
+        (dict(names=["learning_rate"], tuner="hyperband", hyperband_max_epochs=0),
+         "`hyperband_max_epochs`"),
         (dict(names=["learning_rate"], tuner="random", target_sparsity=1.5),
-         "tune_target_sparsity"),
+         "`target_sparsity` must be a fraction"),
+        (dict(names=["learning_rate"], tuner="random", tune_dir=str(tmp_path / "a_file")),
+         "`tune_dir` must be a directory"),
     ]
     try:
         import sklearn  # noqa: F401
     except ImportError:  # keras-tuner's Bayesian oracle needs it: a clear error instead
         cases.append((dict(names=["learning_rate"], tuner="bayesian"), "scikit-learn"))
     for kwargs, message in cases:
-        with pytest.raises(ValueError, match=message):
-            tune_lib.tune(hp, ds, tune_dir=str(tmp_path / "t"), **kwargs)
+        kwargs.setdefault("tune_dir", str(tmp_path / "t"))
+        with pytest.raises(ValueError, match=message) as err:
+            tune_lib.tune(hp, ds, **kwargs)
+        assert "(--" not in str(err.value)  # library errors name arguments, not flags
+        argument = message.split("`")[1] if "`" in message else "tuner"
+        assert isinstance(err.value, ArgumentError) and err.value.argument == argument
     frozen = dataclasses.replace(hp, pruning=dataclasses.replace(
         hp.pruning, exclude=("fc1", "fc2", "output")))
-    with pytest.raises(ValueError, match="not reached"):
+    with pytest.raises(ValueError, match="`target_sparsity` 0.8 is not reached"):
         tune_lib.tune(frozen, ds, names=["prune_rate"], tuner="random",
                       tune_dir=str(tmp_path / "t"))
     no_val = dataclasses.replace(ds, x_val=ds.x_val[:0], y_val=ds.y_val[:0])

@@ -11,8 +11,8 @@ analyses, the export, the tests) uses these functions:
 - ``run_experiment(hp, run_root, replicate=...)``: writes ``hparams.json`` (and
   ``flags.txt``) and runs ``ticket.fit`` into ``<run_root>/<name>_<hash>/replicate_<r>``.
 
-The optimizer is built by the training engine (``tf_lottery.training.build_optimizer``)
-because it is rebuilt around the engine's learning-rate schedule.
+The optimizer is built from ``hp.training`` by ``tf_lottery.optimizers.build_optimizer``,
+which the training engine calls, since the engine owns the schedule it rewinds.
 """
 
 from __future__ import annotations

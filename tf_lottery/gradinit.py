@@ -19,8 +19,10 @@ on the gradient norm ``||g||_p`` when it exceeds ``gamma`` (the constraint branc
 the loss after the step otherwise. The objective is differentiated through the inner
 step (second order, nested ``tf.GradientTape``).
 
-``gradinit`` works on any built Keras 3 model (masked or not); ``make_model_fn`` is the
-``model_fn(seed)`` of ``tf_lottery.ticket.fit`` for ``--initializer=gradinit``.
+``gradinit`` works on any built Keras 3 model (masked or not), on the data ``model.fit``
+takes: ``(x, y)`` arrays, a ``tf.data.Dataset`` of ``(x, y)`` batches, or a
+``tf_lottery.data.Dataset``. ``tf_lottery.experiment.model_fn`` applies it to every
+network an experiment with ``initializer="gradinit"`` builds.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradInitResult", "gradinit", "apply_scales", "make_model_fn", "OPTIMIZERS"]
+__all__ = ["GradInitResult", "gradinit", "apply_scales", "OPTIMIZERS"]
 
 #: Target optimizers GradInit can prepare an initialization for.
 OPTIMIZERS = ("sgd", "adam")
@@ -61,7 +62,8 @@ class GradInitResult:
             stepped to reduce the gradient norm.
         scale_history: float64 ``(steps, tensors)``, the scales after each step (the
             columns in the order of ``scales``); the last row is ``scales``.
-        settings: the arguments of the call (optimizer, eta, gamma, ...).
+        settings: the arguments of the call (optimizer, eta, gamma, ...;
+            ``batch_size`` is ``None`` for a ``tf.data.Dataset``, whose batches are used).
     """
 
     scales: dict[str, float]
@@ -93,26 +95,93 @@ def _check_positive(argument, value, *, integer=False):
         _fail(argument, value, f"must be a positive {'integer' if integer else 'number'}")
 
 
+def _check_labels(x, y, where: str):
+    """Checks one ``(x, y)`` pair of numpy arrays; returns ``x`` as float."""
+    if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"`dataset` labels must be integer class ids of shape (N,) matching N inputs; "
+            f"received {where}x of shape {x.shape} and y of shape {y.shape} ({y.dtype})."
+        )
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+
+
 def _arrays(dataset):
-    """``(x, y)`` training arrays of a ``tf_lottery.data.Dataset`` or an ``(x, y)`` pair."""
+    """``(x, y)`` training arrays of a ``tf_lottery.data.Dataset`` or an ``(x, y)`` pair,
+    or ``None`` for a ``tf.data.Dataset``."""
+    if isinstance(dataset, tf.data.Dataset):
+        spec = dataset.element_spec
+        if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+            raise ValueError(
+                "`dataset` as a tf.data.Dataset must yield (x, y) batches; received "
+                f"elements {spec}."
+            )
+        return None
     if hasattr(dataset, "x_train") and hasattr(dataset, "y_train"):
         x, y = dataset.x_train, dataset.y_train
     elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
         x, y = dataset
     else:
         raise ValueError(
-            "`dataset` must be a tf_lottery.data.Dataset or an (x, y) pair of arrays; "
-            f"received {type(dataset).__name__}."
+            "`dataset` must be a tf_lottery.data.Dataset, an (x, y) pair of arrays or a "
+            f"tf.data.Dataset of (x, y) batches; received {type(dataset).__name__}."
         )
     x, y = np.asarray(x), np.asarray(y)
-    if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            "`dataset` labels must be integer class ids of shape (N,) matching N inputs; "
-            f"received x of shape {x.shape} and y of shape {y.shape} ({y.dtype})."
-        )
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    return x, y
+    return _check_labels(x, y, ""), y
+
+
+def _first_batch(iterator):
+    """The first ``(x, y)`` batch of a tf.data iterator, as checked numpy arrays."""
+    try:
+        x, y = next(iterator)
+    except StopIteration:
+        raise ValueError("`dataset` (a tf.data.Dataset) yields no batch.") from None
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim == 0:
+        raise ValueError("`dataset` (a tf.data.Dataset) must yield batches of (x, y); its "
+                         "labels are scalars: batch it (dataset.batch(n)).")
+    return _check_labels(x, y, "a first batch with "), y
+
+
+def _array_pairs(x, y, batch_size: int, seed: int):
+    """Pairs of disjoint minibatches ``(x1, y1, x2, y2)`` from ``(x, y)``: consecutive
+    slices of ``2 * batch_size`` of ``np.random.default_rng(seed).permutation(N)``, a new
+    permutation (from the same generator) when fewer than ``2 * batch_size`` remain."""
+    rng = np.random.default_rng(int(seed))
+    order, position = rng.permutation(len(y)), 0
+    while True:
+        if position + 2 * batch_size > len(order):
+            order, position = rng.permutation(len(y)), 0
+        idx = order[position:position + 2 * batch_size]
+        position += 2 * batch_size
+        first, second = idx[:batch_size], idx[batch_size:]
+        yield x[first], y[first], x[second], y[second]
+
+
+def _dataset_pairs(dataset, iterator, first):
+    """Pairs of consecutive batches ``(x1, y1, x2, y2)`` of a ``tf.data.Dataset``, both
+    of one pass (a pass's odd last batch is dropped); passes repeat without end.
+    ``iterator`` is the first pass, whose first batch ``first`` was already drawn."""
+    pending, in_pass = first, 1
+    while True:
+        try:
+            x, y = next(iterator)
+        except StopIteration:
+            if in_pass < 2:
+                raise ValueError(
+                    f"`dataset` (a tf.data.Dataset) yields {in_pass} batch per pass; "
+                    "GradInit needs two different minibatches per step: make the batches "
+                    "smaller or the dataset larger."
+                ) from None
+            iterator, pending, in_pass = iter(dataset), None, 0
+            continue
+        in_pass += 1
+        if not x.dtype.is_floating:
+            x = tf.cast(x, tf.float32)
+        if pending is None:
+            pending = (x, y)
+        else:
+            yield pending[0], pending[1], x, y
+            pending = None
 
 
 def _keys(variables) -> list[str]:
@@ -222,9 +291,20 @@ def gradinit(
     Args:
         model: a built Keras 3 model mapping a batch of ``dataset`` inputs to logits of
             shape ``(batch, classes)`` (with the default ``loss``).
-        dataset: a ``tf_lottery.data.Dataset`` (its training split is used) or an
-            ``(x, y)`` pair: ``x`` of shape ``(N, ...)`` (float; other dtypes are cast to
-            float32), ``y`` integer class ids of shape ``(N,)``, ``N >= 2 * batch_size``.
+        dataset: what ``model.fit`` takes: an ``(x, y)`` pair of arrays (``x`` of
+            shape ``(N, ...)``, float, other dtypes cast to float32; ``y`` integer class
+            ids of shape ``(N,)``; ``N >= 2 * batch_size``), a ``tf_lottery.data.Dataset``
+            (its training split, as arrays), or a ``tf.data.Dataset`` of ``(x, y)``
+            batches. Arrays are drawn from in pairs of disjoint minibatches of
+            ``batch_size``: consecutive slices of
+            ``np.random.default_rng(seed).permutation(N)``, a new permutation when fewer
+            than ``2 * batch_size`` examples remain. A ``tf.data.Dataset`` is read in its
+            own order and batching: step ``t`` takes batches ``2t`` and ``2t + 1`` of a
+            pass (``S`` and ``S~``), a pass's odd last batch is dropped and passes repeat;
+            ``batch_size`` and ``seed`` do not apply. So, by construction, a
+            ``tf.data.Dataset`` yielding the batches the arrays would be cut into (the
+            arrays in that permutation's order, batched by ``batch_size``) gives the
+            same result as the arrays.
         steps: GradInit iterations (paper, CIFAR-10: 390, one epoch at batch 128).
         eta: step size of the simulated first optimizer step (paper: 0.1); use the
             learning rate of the optimizer that will train the network.
@@ -233,8 +313,9 @@ def gradinit(
         scale_lr: learning rate of the Adam optimizer training the scales (1e-2).
         min_scale: lower bound of every scale (paper: 0.01).
         optimizer: the optimizer that will train the network, ``"sgd"`` or ``"adam"``.
-        batch_size: examples in each of the two minibatches per iteration (128).
-        seed: int >= 0; fixes the minibatch order.
+        batch_size: examples in each of the two minibatches per iteration (128; arrays
+            only).
+        seed: int >= 0; fixes the minibatch order (arrays only).
         loss: ``loss(y_true, y_pred) -> scalar``; default
             ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
 
@@ -247,7 +328,11 @@ def gradinit(
             trainable weights, ``steps``/``eta``/``gamma``/``scale_lr``/``min_scale``/
             ``batch_size`` are not positive, ``optimizer`` is not ``"sgd"`` or
             ``"adam"``, ``dataset`` is malformed or has fewer than ``2 * batch_size``
-            examples, or the model's output does not fit the labels.
+            examples (a ``tf.data.Dataset``: yields no batch, or not ``(x, y)``
+            batches), or the model's output does not fit the labels (of the first
+            batch, for a ``tf.data.Dataset``); during the first step, for a
+            ``tf.data.Dataset`` that yields fewer than two batches per pass (the model is
+            unchanged then).
     """
     # ---- checks, before any work
     if not isinstance(model, keras.layers.Layer):
@@ -271,11 +356,18 @@ def gradinit(
         _fail("optimizer", optimizer, f"must be one of {list(OPTIMIZERS)}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         _fail("seed", seed, "must be an integer >= 0")
-    x, y = _arrays(dataset)
-    if len(y) < 2 * batch_size:
-        _fail("batch_size", batch_size,
-              f"needs 2 * batch_size <= {len(y)} training examples (two minibatches per "
-              "step); pass a smaller batch_size")
+    arrays = _arrays(dataset)
+    if arrays is None:  # a tf.data.Dataset: its batches, in its order
+        iterator = iter(dataset)
+        x, y = _first_batch(iterator)
+        pairs = _dataset_pairs(dataset, iterator, (x, y))
+    else:
+        x, y = arrays
+        if len(y) < 2 * batch_size:
+            _fail("batch_size", batch_size,
+                  f"needs 2 * batch_size <= {len(y)} training examples (two minibatches per "
+                  "step); pass a smaller batch_size")
+        pairs = _array_pairs(x, y, batch_size, seed)
     out = keras.ops.convert_to_numpy(model(x[:2], training=False))
     if out.ndim != 2 or out.shape[-1] <= int(y.max()) or int(y.min()) < 0:
         raise ValueError(
@@ -295,26 +387,20 @@ def gradinit(
     beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
     step = _build_step(model, variables, loss_fn, eta, gamma, optimizer)
 
-    # ---- the loop: consecutive pairs of minibatches from a stream of permutations.
+    # ---- the loop: pairs of minibatches (a stream of permutations of the arrays, or
+    # consecutive batches of the tf.data.Dataset).
     # Dropout is off while GradInit runs (BatchNorm stays in training mode); the rates
     # are restored afterwards.
     dropouts = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
                 if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
     rates = [layer.rate for layer in dropouts]
-    rng = np.random.default_rng(int(seed))
-    order = rng.permutation(len(y))
-    position = 0
     rows, history = [], []
     try:
         for layer in dropouts:
             layer.rate = 0.0
         for t in range(1, int(steps) + 1):
-            if position + 2 * batch_size > len(order):
-                order, position = rng.permutation(len(y)), 0
-            idx = order[position:position + 2 * batch_size]
-            position += 2 * batch_size
-            first, second = idx[:batch_size], idx[batch_size:]
-            grad, *values = step(tf.constant(scales), x[first], y[first], x[second], y[second])
+            x1, y1, x2, y2 = next(pairs)
+            grad, *values = step(tf.constant(scales), x1, y1, x2, y2)
             grad = np.clip(grad.numpy(), -1.0, 1.0)  # the paper's clipping of the scale grads
             adam_m = beta_1 * adam_m + (1 - beta_1) * grad
             adam_v = beta_2 * adam_v + (1 - beta_2) * grad * grad
@@ -341,7 +427,9 @@ def gradinit(
         scale_history=np.asarray(history, dtype=np.float64),
         settings=dict(steps=int(steps), eta=float(eta), gamma=float(gamma),
                       scale_lr=float(scale_lr), min_scale=float(min_scale),
-                      optimizer=optimizer, batch_size=int(batch_size), seed=int(seed)),
+                      optimizer=optimizer,
+                      batch_size=int(batch_size) if arrays is not None else None,
+                      seed=int(seed)),
     )
 
 
@@ -370,60 +458,3 @@ def apply_scales(model, scales: dict) -> None:
     for path, value in scales.items():
         variable = variables[path]
         variable.assign(variable.value * keras.ops.cast(float(value), variable.dtype))
-
-
-def make_model_fn(model_hparams, dataset, *, cache_dir: str | None = None):
-    """``model_fn(seed) -> keras.Model`` for ``tf_lottery.ticket.fit`` from ``ModelHparams``.
-
-    Builds ``model_hparams.model`` with ``tf_lottery.models.build_model``. With
-    ``initializer="gradinit"`` the kernels come from ``base_initializer`` and the new
-    network is then rescaled by ``gradinit`` on ``dataset``'s training split with the
-    ``gradinit_*`` settings and a GradInit seed derived from ``seed``, so the network
-    ``fit`` saves as ``theta_0`` and every ``reinit`` control network are GradInit
-    initializations. With ``cache_dir``, the learned scales of each seed are written to
-    ``<cache_dir>/gradinit_<seed>.json`` (with the objective history) and replayed from
-    there when the same seed is built again (a resumed run does not rerun GradInit).
-
-    Args:
-        model_hparams: a ``tf_lottery.hparams.ModelHparams``.
-        dataset: a ``tf_lottery.data.Dataset``.
-        cache_dir: directory for the per-seed scale files, or None.
-
-    Returns:
-        A function ``model_fn(seed: int) -> keras.Model``.
-    """
-    from tf_lottery import models as models_lib
-    from tf_lottery import files
-    from tf_lottery.hparams import derive_seed
-
-    hp = model_hparams
-    use_gradinit = hp.initializer == "gradinit"
-    initializer = hp.base_initializer if use_gradinit else hp.initializer
-
-    def model_fn(seed: int):
-        model = models_lib.build_model(
-            hp.model, dataset.input_shape, dataset.num_classes, initializer=initializer,
-            dropout=hp.dropout, seed=seed, batch_norm=hp.batch_norm,
-        )
-        if not use_gradinit:
-            return model
-        path = os.path.join(cache_dir, f"gradinit_{seed}.json") if cache_dir else None
-        if path and os.path.exists(path):
-            try:
-                apply_scales(model, files.read_json(path)["scales"])
-                return model
-            except (ValueError, KeyError, TypeError):
-                pass  # unreadable or stale: learn the scales again
-        result = gradinit(
-            model, dataset, steps=hp.gradinit_steps, eta=hp.gradinit_eta,
-            gamma=hp.gradinit_gamma, scale_lr=hp.gradinit_scale_lr,
-            min_scale=hp.gradinit_min_scale, optimizer=hp.gradinit_optimizer,
-            batch_size=min(hp.gradinit_batch_size, len(dataset.y_train) // 2),
-            seed=derive_seed(seed, "gradinit"),
-        )
-        if path:
-            files.atomic_write_json(path, result.to_dict())
-        return model
-
-    return model_fn
-

@@ -383,7 +383,7 @@ class PruningHparams:
             _fail(
                 "scope", self.scope,
                 "is global: `rate_conv` and `rate_output` apply to layerwise pruning only "
-                "(exclude the output layer with `exclude=('output',)` instead)",
+                "(exclude the output layer through `exclude` instead)",
             )
         _check_choice("criterion", self.criterion, sorted(CRITERIA))
         object.__setattr__(self, "rewind", Steps.parse(self.rewind, "rewind"))

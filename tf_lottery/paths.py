@@ -13,7 +13,8 @@ out as::
                 checkpoint.json  checkpoint-<step>.weights.h5  tensorboard/
                 export_<label>.tflite  export_<label>.json
             one_shot/sparsity_<s>/lottery/       BranchDir of a one-shot ticket (s: 4 decimals)
-            analysis/<name>.json  one_shot_masks/level_<k>.npz
+            analysis/<name>.json  analysis/one_shot_masks/level_<k>.npz
+            analysis/transfer_<target>_imp/        ReplicateDir of a transfer's target tickets
 
 A search (``tf_lottery.tune``) and a report have layouts of their own: ``TuneDir`` and
 ``ReportFiles``. The classes only compute paths and list what exists; reading and
@@ -193,18 +194,30 @@ class ReplicateDir:
         return sorted(float(m.group(1)) for n in _listdir(self.one_shot_dir)
                       if (m := _ONE_SHOT.match(n)))
 
+    @property
+    def analysis_dir(self) -> str:
+        """``analysis/``: what ``tf_lottery.analysis`` writes for this replicate."""
+        return os.path.join(self.path, "analysis")
+
     def analysis(self, name: str) -> str:
         """``analysis/<name>.json``: the entries of one analysis."""
-        return os.path.join(self.path, "analysis", f"{name}.json")
+        return os.path.join(self.analysis_dir, f"{name}.json")
 
     @staticmethod
     def one_shot_mask_name(level: int) -> str:
-        """``one_shot_masks/level_<k>.npz`` relative to the replicate (as recorded in
-        ``analysis/one_shot.json``)."""
+        """``one_shot_masks/level_<k>.npz`` relative to ``analysis/`` (as recorded in
+        the ``"mask_file"`` of ``analysis/one_shot.json`` entries)."""
         return os.path.join("one_shot_masks", f"level_{int(level)}.npz")
 
     def one_shot_mask(self, level: int) -> str:
-        return os.path.join(self.path, self.one_shot_mask_name(level))
+        """``analysis/one_shot_masks/level_<k>.npz``: the mask of the one-shot analysis
+        matched to level ``k``."""
+        return os.path.join(self.analysis_dir, self.one_shot_mask_name(level))
+
+    def transfer_imp(self, target: str) -> ReplicateDir:
+        """``analysis/transfer_<target>_imp/``: the replicate directory of the tickets
+        found on dataset ``target`` by the transfer analysis (``ticket.fit`` layout)."""
+        return ReplicateDir(os.path.join(self.analysis_dir, f"transfer_{target}_imp"))
 
     def gradinit_scales(self, seed: int) -> str:
         """``gradinit_<seed>.json``: GradInit's learned scales for one initialization."""

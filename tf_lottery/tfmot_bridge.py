@@ -301,7 +301,7 @@ def gmp_baseline(model, dataset, *, target_sparsity, training_steps, batch_size,
         weight_decay: decoupled weight decay of the optimizer, >= 0 (as
             ``TrainingHparams.weight_decay``).
         warmup_steps, lr_drops, lr_drop_factor: the run's learning-rate schedule in
-            iterations, as ``tf_lottery.ticket.StepSchedule``: ``lr(t) = learning_rate *
+            iterations, as ``tf_lottery.training.StepSchedule``: ``lr(t) = learning_rate *
             min(1, t / warmup_steps) * lr_drop_factor ** #{d in lr_drops: t >= d}``
             (``warmup_steps >= 0``, each drop in ``[1, training_steps]``,
             ``0 < lr_drop_factor <= 1``). Defaults: a constant learning rate.
@@ -452,7 +452,7 @@ def gmp_baseline(model, dataset, *, target_sparsity, training_steps, batch_size,
 
 
 def _learning_rate(tf, tf_keras, learning_rate, warmup_steps, lr_drops, lr_drop_factor):
-    """A float, or a tf_keras schedule computing ``tf_lottery.ticket.StepSchedule``'s
+    """A float, or a tf_keras schedule computing ``tf_lottery.training.StepSchedule``'s
     ``learning_rate * min(1, t / warmup) * factor ** #{d in drops: t >= d}``."""
     if not warmup_steps and not lr_drops:
         return learning_rate

@@ -83,14 +83,12 @@ class LotteryResult:
         return "\n".join(rows)
 
 
-def _load_finished(out_dir: str):
+def _load_finished(branch_dir: paths.BranchDir):
     """The summary of a finished branch, or ``None`` if it must be (re)trained."""
-    path = os.path.join(out_dir, "summary.json")
-    needed = [path, os.path.join(out_dir, "final.weights.h5"), os.path.join(out_dir, "mask.npz")]
-    if not all(os.path.exists(p) for p in needed):
+    if not branch_dir.is_finished():
         return None
     try:
-        return files.read_json(path)
+        return files.read_json(branch_dir.summary)
     except ValueError as err:
         logging.warning("%s; retraining that branch.", err)
         return None
@@ -112,7 +110,7 @@ def fit(
 
     Runs level 0 (dense) and ``pruning_hparams.levels`` pruned levels, each training the
     ``lottery`` branch and the requested control branches for the same budget, then the
-    one-shot tickets. Everything is written under ``run_dir`` (see ``runs``), and a
+    one-shot tickets. Everything is written under ``run_dir`` (laid out as ``tf_lottery.paths.ReplicateDir`` says), and a
     rerun with the same arguments skips finished branches and resumes the one in
     progress from its last checkpoint.
 
@@ -142,8 +140,8 @@ def fit(
     """
     _check_dataset(dataset)
     runtime = runtime or Runtime()
-    steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
-    training.check_against(steps_per_epoch, pruning_hparams.rewind)
+    training.check_against(training.steps_per_epoch(len(dataset.y_train)),
+                           pruning_hparams.rewind)
     strategy = strategy or tf.distribute.get_strategy()
     if runtime.deterministic:
         keras.utils.set_random_seed(seed)
@@ -160,15 +158,12 @@ class _Driver:
     def __init__(self, engine: _Engine, hp: PruningHparams, run_dir: str):
         self.engine = engine
         self.hp = hp
-        self.run_dir = run_dir
+        self.dir = paths.ReplicateDir.at(run_dir)
         self.model = engine.model
         self.result = LotteryResult(run_dir, [])
 
-    def _weights_file(self, name):
-        return os.path.join(self.run_dir, f"{name}.weights.h5")
-
-    def _save_weights(self, name):
-        with files.atomic_path(self._weights_file(name), ".weights.h5") as tmp:
+    def _save_weights(self, path):
+        with files.atomic_path(path, ".weights.h5") as tmp:
             self.model.save_weights(tmp)
 
     def _load_weights(self, path) -> list[np.ndarray]:
@@ -176,13 +171,14 @@ class _Driver:
         return self.model.get_weights()
 
     def _write_results(self):
-        files.atomic_write_json(os.path.join(self.run_dir, "results.json"), self.result.to_dict())
+        files.atomic_write_json(self.dir.results, self.result.to_dict())
 
-    def _branch(self, level, branch, out_dir, **kwargs):
-        done = _load_finished(out_dir)
+    def _branch(self, level, branch, branch_dir: paths.BranchDir, **kwargs):
+        done = _load_finished(branch_dir)
         if done is None:
             logging.info("level %d %s: training", level, branch)
-            done = self.engine.train_branch(out_dir, level=level, branch=branch, **kwargs)
+            done = self.engine.train_branch(branch_dir.path, level=level, branch=branch,
+                                            **kwargs)
             logging.info(
                 "level %d %s: sparsity %.4f, early-stop iteration %s, test accuracy %.4f",
                 level, branch, done["sparsity"], done["early_stop_iteration"],
@@ -191,37 +187,33 @@ class _Driver:
         return done
 
     def run(self) -> LotteryResult:
-        e, hp = self.engine, self.hp
-        init_file = self._weights_file("init")
-        if os.path.exists(init_file):
-            theta_0 = self._load_weights(init_file)
+        e, hp, rep = self.engine, self.hp, self.dir
+        if os.path.exists(rep.init_weights):
+            theta_0 = self._load_weights(rep.init_weights)
         else:
             theta_0 = self.model.get_weights()
-            self._save_weights("init")
+            self._save_weights(rep.init_weights)
         ones = {k: np.ones_like(v) for k, v in masking.get_masks(self.model).items()}
-        rewind_file = self._weights_file("rewind")
 
         def capture():
-            self._save_weights("rewind")
+            self._save_weights(rep.rewind_weights)
 
-        level_dir = lambda k: os.path.join(self.run_dir, f"level_{k}")  # noqa: E731
-        dense_dir = os.path.join(level_dir(0), "lottery")
-        if e.k > 0 and not os.path.exists(rewind_file) and _load_finished(dense_dir):
-            os.remove(os.path.join(dense_dir, "summary.json"))  # rewind point lost: redo
+        dense_dir = rep.branch(0, "lottery")
+        if e.k > 0 and not os.path.exists(rep.rewind_weights) and _load_finished(dense_dir):
+            os.remove(dense_dir.summary)  # rewind point lost: redo
         dense = self._branch(
             0, "lottery", dense_dir, start=0, end=e.T, weights=theta_0, masks=ones,
             offset=0, frozen=False, capture_at=e.k if e.k > 0 else None, on_capture=capture,
         )
         self.result.levels.append({"lottery": dense})
         self._write_results()
-        theta_k = theta_0 if e.k == 0 else self._load_weights(rewind_file)
+        theta_k = theta_0 if e.k == 0 else self._load_weights(rep.rewind_weights)
         reference = self._prunable(theta_k)
-        previous = self._load_weights(os.path.join(dense_dir, "final.weights.h5"))
+        previous = self._load_weights(dense_dir.final_weights)
         dense_final = previous
 
         for level in range(1, hp.levels + 1):
-            out = level_dir(level)
-            masks = self._next_masks(out, previous, reference, level)
+            masks = self._next_masks(level, previous, reference)
             start_weights = theta_k if hp.retrain == "rewind" else previous
             common = dict(start=e.k, end=e.T, offset=e.T if hp.retrain == "finetune" else e.k,
                           frozen=hp.retrain == "finetune")
@@ -236,26 +228,26 @@ class _Driver:
                         masks, seed=derive_seed(e.seed, "random_prune", level)
                     )
                 summaries[control] = self._branch(
-                    level, control, os.path.join(out, control), weights=weights,
+                    level, control, rep.branch(level, control), weights=weights,
                     masks=control_masks, **common,
                 )
             summaries = {"lottery": self._branch(
-                level, "lottery", os.path.join(out, "lottery"), weights=start_weights,
+                level, "lottery", rep.branch(level, "lottery"), weights=start_weights,
                 masks=masks, **common,
             ), **summaries}
             self.result.levels.append(summaries)
             self._write_results()
-            previous = self._load_weights(os.path.join(out, "lottery", "final.weights.h5"))
+            previous = self._load_weights(rep.branch(level, "lottery").final_weights)
 
         for target in hp.one_shot:
-            out = os.path.join(self.run_dir, "one_shot", f"sparsity_{target:.4f}", "lottery")
-            mask_file = os.path.join(out, "mask.npz")
-            if os.path.exists(mask_file):
-                masks = masking.load_masks(mask_file)
+            out = rep.one_shot(target)
+            if os.path.exists(out.mask):
+                masks = masking.load_masks(out.mask)
             else:
                 self.model.set_weights(dense_final)
-                masks = one_shot_masks(self.model, target, hp, reference_weights=reference,
-                                       seed=derive_seed(e.seed, "one_shot", target))
+                masks = pruning.one_shot_masks(
+                    self.model, target, hp, reference_weights=reference,
+                    seed=derive_seed(e.seed, "one_shot", target))
             start_weights = theta_k if hp.retrain == "rewind" else dense_final
             self.result.one_shot[target] = self._branch(
                 -1, "one_shot", out, start=e.k, end=e.T, weights=start_weights, masks=masks,
@@ -268,9 +260,9 @@ class _Driver:
         self.model.set_weights(weights)
         return masking.get_prunable_weights(self.model)
 
-    def _next_masks(self, out, previous, reference, level):
+    def _next_masks(self, level, previous, reference):
         """Level ``level``'s mask: pruned from level ``level-1``'s trained lottery network."""
-        path = os.path.join(out, "lottery", "mask.npz")
+        path = self.dir.branch(level, "lottery").mask
         if os.path.exists(path):
             try:
                 return masking.load_masks(path)
@@ -278,10 +270,9 @@ class _Driver:
                 logging.warning("%s; recomputing the mask.", err)
         self.model.set_weights(previous)  # weights and masks of the previous level
         hp = self.hp
-        layer_rates, output_rate = layer_rates_for(self.model, hp)
+        layer_rates, output_rate = pruning.layer_rates_for(self.model, hp)
         return pruning.prune(
             self.model, rate=hp.rate, scope=hp.scope, criterion=hp.criterion,
             layer_rates=layer_rates, output_rate=output_rate, exclude=list(hp.exclude),
             reference_weights=reference, seed=derive_seed(self.engine.seed, "prune", level),
         )
-

@@ -15,7 +15,6 @@ checkpoints) is named by ``tf_lottery.paths.BranchDir``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -28,12 +27,13 @@ from absl import logging
 from tf_lottery import files, masking, paths
 from tf_lottery.hparams import PruningHparams, Steps, TrainingHparams, derive_seed
 from tf_lottery.layers import is_masked
+from tf_lottery.optimizers import StepSchedule, build_optimizer
+from tf_lottery.runtime import Runtime
 
 __all__ = [
-    "Runtime",
-    "StepSchedule",
+    "Runtime",  # re-exported from tf_lottery.runtime: what a Trainer is given
+    "StepSchedule",  # re-exported from tf_lottery.optimizers
     "Trainer",
-    "build_optimizer",
     "METRIC_COLUMNS",
 ]
 
@@ -41,99 +41,6 @@ METRIC_COLUMNS = (
     "iteration", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     "test_loss", "test_accuracy",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Runtime:
-    """Options that change speed and logging, never results.
-
-    Attributes:
-        jit_compile: XLA-compile the train and eval steps.
-        steps_per_execution: iterations run per call of the compiled train function;
-            a call stops early at an evaluation, the rewind point or the end (its batch
-            stream ends there), so events land exactly whatever this divides.
-        eval_batch_size: batch size of validation and test evaluation.
-        checkpoint_every: step string; a resumable checkpoint of the level in progress
-            is written at the first evaluation at or after each multiple (default: ten
-            evaluation periods).
-        tensorboard: write TensorBoard logs (Keras ``TensorBoard`` callback) per branch.
-        deterministic: turn on TensorFlow op determinism (``enable_op_determinism``).
-        fast_loop: run each call's iterations in one compiled ``tf.while_loop`` that
-            gathers its batches from the training set cached as tensors (one XLA
-            computation per call with ``jit_compile``), instead of Keras's train function
-            fed batch by batch from ``tf.data``. Same batches and the same Keras
-            ``train_step``: LeNet-300-100 trains bit for bit as on Keras's path
-            (``tests/test_speed.py``, with and without XLA); a convolutional network can
-            differ in the last bits (another graph around the same ops). About 1.45x
-            faster per LeNet-300-100 iteration on CPU. Evaluation likewise runs Keras's
-            ``test_step`` in a compiled loop over the cached validation and test splits
-            instead of ``model.evaluate`` (same batches, same values; 1.4x faster).
-            Used under the default strategy; ignored under any ``tf.distribute``
-            strategy.
-    """
-
-    jit_compile: bool = True
-    steps_per_execution: int = 100
-    eval_batch_size: int = 1000
-    checkpoint_every: str | None = None
-    tensorboard: bool = False
-    deterministic: bool = False
-    fast_loop: bool = True
-
-    def __post_init__(self):
-        if isinstance(self.steps_per_execution, bool) or not (
-            isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1
-        ):
-            raise ValueError(
-                "`steps_per_execution` must be an integer >= 1; received "
-                f"{self.steps_per_execution!r}."
-            )
-        if not (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1):
-            raise ValueError(
-                f"`eval_batch_size` must be an integer >= 1; received {self.eval_batch_size!r}."
-            )
-        if self.checkpoint_every is not None:
-            Steps.parse(self.checkpoint_every, "checkpoint_every")
-
-
-@keras.saving.register_keras_serializable(package="tf_lottery")
-class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup, then step drops; rewindable without recompiling.
-
-    ``lr(t) = learning_rate * min(1, t / warmup) * drop_factor ** #{d in drops: t >= d}``
-    with ``t = offset + (1 - frozen) * iterations``: the driver sets ``offset`` to the
-    rewind iteration ``k`` so a rewound network resumes the schedule at ``k``
-    (Frankle et al. 2019), and ``frozen = 1`` with ``offset = T`` for fine-tuning at the
-    final learning rate (Renda et al. 2020). ``offset`` and ``frozen`` are variables,
-    so changing them does not retrace the compiled train step.
-    """
-
-    def __init__(self, learning_rate, warmup=0, drops=(), drop_factor=0.1):
-        self.learning_rate = float(learning_rate)
-        self.warmup = int(warmup)
-        self.drops = tuple(int(d) for d in drops)
-        self.drop_factor = float(drop_factor)
-        self.offset = keras.Variable(0, dtype="int64", trainable=False, name="lr_offset")
-        self.frozen = keras.Variable(0, dtype="int64", trainable=False, name="lr_frozen")
-
-    def __call__(self, step):
-        t = tf.cast(self.offset, tf.float32) + tf.cast(
-            1 - self.frozen, tf.float32
-        ) * tf.cast(step, tf.float32)
-        lr = tf.constant(self.learning_rate, tf.float32)
-        if self.warmup > 0:
-            lr = lr * tf.minimum(1.0, t / float(self.warmup))
-        for drop in self.drops:
-            lr = lr * tf.where(t >= float(drop), self.drop_factor, 1.0)
-        return lr
-
-    def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "warmup": self.warmup,
-            "drops": list(self.drops),
-            "drop_factor": self.drop_factor,
-        }
 
 
 def _jit_compile(runtime: Runtime, strategy) -> bool:
@@ -170,11 +77,11 @@ class _Engine:
         self.augment = augment
         n_train = len(dataset.y_train)
         self.batch_size = training.batch_size
-        self.steps_per_epoch = math.ceil(n_train / training.batch_size)
+        self.steps_per_epoch = training.steps_per_epoch(n_train)
         spe = self.steps_per_epoch
         self.T = training.iterations("training_steps", spe)
         self.E = training.iterations("eval_every", spe)
-        self.k = Steps.parse(pruning_hp.rewind).iterations(spe)
+        self.k = pruning_hp.rewind.iterations(spe)
         ckpt = runtime.checkpoint_every
         self.checkpoint_every = (
             Steps.parse(ckpt).iterations(spe) if ckpt is not None else 10 * self.E
@@ -195,21 +102,7 @@ class _Engine:
 
         with strategy.scope():
             self.model = self._build(derive_seed(seed, "init"))
-            self.schedule = StepSchedule(
-                training.learning_rate,
-                warmup=training.iterations("warmup", spe),
-                drops=training.drop_iterations(spe),
-                drop_factor=training.lr_drop_factor,
-            )
-            if training.optimizer == "adam":
-                optimizer = keras.optimizers.Adam(
-                    self.schedule, weight_decay=training.weight_decay or None
-                )
-            else:
-                optimizer = keras.optimizers.SGD(
-                    self.schedule, momentum=training.momentum, nesterov=training.nesterov,
-                    weight_decay=training.weight_decay or None,
-                )
+            optimizer, self.schedule = build_optimizer(training, spe)
             self.model.compile(
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -416,12 +309,13 @@ class _Engine:
                      capture_at: int | None = None, on_capture=None) -> dict:
         """Trains one network for iterations ``[start, end)``; resumes a checkpoint.
 
-        Writes ``mask.npz``, ``metrics.csv``, ``final.weights.h5`` and, last,
-        ``summary.json`` to ``out_dir`` and returns the summary (with the metric rows
-        under ``"metrics"`` when ``out_dir`` is None, which writes nothing).
+        Writes the branch's mask, metrics, final weights and, last, its summary into
+        ``out_dir`` (a ``paths.BranchDir``'s files) and returns the summary (with the
+        metric rows under ``"metrics"`` when ``out_dir`` is None, which writes nothing).
         """
         model = self.model
         state = None
+        branch_dir = paths.BranchDir(out_dir) if out_dir is not None else None
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)
             state = self._load_checkpoint(out_dir)
@@ -432,7 +326,7 @@ class _Engine:
             step, rows = start, []
             train_seconds = eval_seconds = 0.0
             if out_dir is not None:
-                masking.save_masks(os.path.join(out_dir, "mask.npz"), masks)
+                masking.save_masks(branch_dir.mask, masks)
         else:
             step, rows = state["step"], state["rows"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
@@ -491,10 +385,10 @@ class _Engine:
         summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
         if out_dir is None:
             return {**summary, "metrics": rows}
-        files.write_csv(os.path.join(out_dir, "metrics.csv"), METRIC_COLUMNS, rows)
-        with files.atomic_path(os.path.join(out_dir, "final.weights.h5"), ".weights.h5") as tmp:
+        files.write_csv(branch_dir.metrics, METRIC_COLUMNS, rows)
+        with files.atomic_path(branch_dir.final_weights, ".weights.h5") as tmp:
             model.save_weights(tmp)
-        files.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+        files.atomic_write_json(branch_dir.summary, summary)
         self._remove_checkpoint(out_dir)
         return summary
 
@@ -502,7 +396,7 @@ class _Engine:
         callbacks = []
         if self.runtime.tensorboard and out_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(
-                log_dir=os.path.join(out_dir, "tensorboard"), write_graph=False,
+                log_dir=paths.BranchDir(out_dir).tensorboard, write_graph=False,
                 update_freq="epoch", profile_batch=0,
             ))
         cb = keras.callbacks.CallbackList(callbacks, model=self.model)
@@ -542,10 +436,11 @@ class _Engine:
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds):
-        name = f"checkpoint-{step}.weights.h5"
+        branch_dir = paths.BranchDir(out_dir)
+        name = branch_dir.checkpoint_weights_name(step)
         with files.atomic_path(os.path.join(out_dir, name), ".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        files.atomic_write_json(os.path.join(out_dir, "checkpoint.json"), {
+        files.atomic_write_json(branch_dir.checkpoint, {
             "step": step,
             "weights": name,
             "rows": rows,
@@ -554,12 +449,13 @@ class _Engine:
             "other_variables": [v.numpy().tolist() for v in self._other_variables()],
             "schedule": [int(self.schedule.offset.numpy()), int(self.schedule.frozen.numpy())],
         })
-        for old in os.listdir(out_dir):
-            if old.startswith("checkpoint-") and old != name:
-                os.remove(os.path.join(out_dir, old))
+        keep = {branch_dir.checkpoint, os.path.join(out_dir, name)}
+        for old in branch_dir.checkpoint_files():
+            if old not in keep:
+                os.remove(old)
 
     def _load_checkpoint(self, out_dir):
-        path = os.path.join(out_dir, "checkpoint.json")
+        path = paths.BranchDir(out_dir).checkpoint
         if not os.path.exists(path):
             return None
         try:
@@ -578,9 +474,8 @@ class _Engine:
 
     @staticmethod
     def _remove_checkpoint(out_dir):
-        for name in os.listdir(out_dir):
-            if name.startswith("checkpoint"):
-                os.remove(os.path.join(out_dir, name))
+        for path in paths.BranchDir(out_dir).checkpoint_files():
+            os.remove(path)
 
 
 class Trainer:
@@ -588,9 +483,10 @@ class Trainer:
     for analyses (instability, noise robustness, transfer) and searches.
 
     Args:
-        model_fn, dataset, training, seed, strategy, runtime, augment: as for ``fit``.
-        rewind: the rewind point, a step string (``rewind_iteration``; ``train`` can
-            start at any iteration).
+        model_fn, dataset, training, seed, strategy, runtime, augment: as for
+            ``tf_lottery.ticket.fit``.
+        rewind: the rewind point, a ``Steps`` or step string (``rewind_iteration``;
+            ``train`` can start at any iteration).
 
     Attributes:
         model: the compiled masked ``keras.Model`` (its weights are the last trained).
@@ -598,12 +494,11 @@ class Trainer:
     """
 
     def __init__(self, model_fn, dataset, training: TrainingHparams, *, seed: int = 0,
-                 rewind: str = "0it", strategy=None, runtime: Runtime | None = None,
+                 rewind: Steps | str = "0it", strategy=None, runtime: Runtime | None = None,
                  augment: bool = False):
         _check_dataset(dataset)
         runtime = runtime or Runtime()
-        steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
-        training.check_against(steps_per_epoch, rewind)
+        training.check_against(training.steps_per_epoch(len(dataset.y_train)), rewind)
         self._engine = _Engine(
             model_fn, dataset, training, PruningHparams(rewind=rewind), seed,
             strategy or tf.distribute.get_strategy(), runtime, augment,

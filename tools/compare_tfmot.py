@@ -47,15 +47,14 @@ flags.mark_flags_as_required(["run_dir", "level"])
 def compare() -> dict:
     import numpy as np
 
-    from tf_lottery import export, masking, models, files, tfmot_bridge
-    from tf_lottery.hparams import Steps
+    from tf_lottery import experiment, export, files, masking, tfmot_bridge
 
     ticket = export.load_ticket(FLAGS.run_dir, FLAGS.level, branch=FLAGS.branch,
                                 replicate=FLAGS.replicate, data_dir=FLAGS.data_dir)
     hp = ticket.hparams
     data = ticket.dataset
-    spe = -(-len(data.y_train) // hp.training.batch_size)
-    steps = FLAGS.training_steps or Steps.parse(hp.training.training_steps).iterations(spe)
+    spe = hp.training.steps_per_epoch(len(data.y_train))
+    steps = FLAGS.training_steps or hp.training.iterations("training_steps", spe)
     if steps < 1 or FLAGS.frequency < 1 or not 0 < FLAGS.end_fraction <= 1:
         raise ValueError(
             f"--training_steps ({steps}) and --frequency ({FLAGS.frequency}) must be >= 1 "
@@ -68,11 +67,7 @@ def compare() -> dict:
     targets = {key: layer.sparsity for key, layer in report.layers.items()}
 
     def model_fn(seed):
-        return models.build_model(
-            hp.model.model, data.input_shape, data.num_classes,
-            initializer=hp.model.base_initializer or hp.model.initializer,
-            dropout=hp.model.dropout,
-            batch_norm=hp.model.batch_norm, seed=seed)
+        return experiment.build_model(hp.model, data.input_shape, data.num_classes, seed=seed)
 
     baseline = tfmot_bridge.gmp_baseline(
         model_fn, data, target_sparsity=targets, training_steps=steps,
@@ -92,7 +87,7 @@ def compare() -> dict:
         "layer_sparsity": targets,
         "ticket_test_accuracy": ticket_accuracy,
         "ticket_early_stop_test_accuracy": ticket.summary.get("early_stop_test_accuracy"),
-        "ticket_training_steps_per_level": hp.training.training_steps,
+        "ticket_training_steps_per_level": str(hp.training.training_steps),
         "gmp": baseline.to_dict(),
     }
     print(f"{ticket.branch_dir}: sparsity {report.sparsity:.4f} "

@@ -1,0 +1,305 @@
+"""The report's text: markdown tables of every plot's numbers and ``report.md`` itself.
+
+Numbers are the runs' ``summary.json`` values rounded for display (4 decimals unless a
+column says otherwise); ``report.json`` keeps them at full precision.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tf_lottery.report import stats
+from tf_lottery.report.collect import Run, analysis_entries, branch_key, flatten, format_value
+from tf_lottery.report.stats import isnan
+
+__all__ = [
+    "CAPTIONS",
+    "fmt",
+    "fmt_stats",
+    "level_name",
+    "report_markdown",
+    "run_markdown",
+    "table",
+]
+
+#: The alt text of each plot in ``report.md``.
+CAPTIONS = {
+    "accuracy": "Test accuracy at early stopping vs weights remaining",
+    "early_stop": "Early-stopping iteration vs weights remaining",
+    "learning_curves": "Test accuracy during training",
+    "layer_sparsity": "Per-layer sparsity by level",
+    "one_shot": "One-shot vs iterative pruning",
+    "instability": "Error along the linear path between two trained copies",
+    "noise": "Accuracy vs noise added at the rewind point",
+    "transfer": "Ticket transfer",
+}
+
+
+def report_markdown(run_list: list[Run], plots: dict[str, str], levels=None) -> str:
+    """The text of ``report.md``: the runs, a link to each plot written (``plots``:
+    ``{name: path}``, linked by base name, in that order) and ``run_markdown`` of every
+    run (learning-curve tables at ``levels``, ints or ``None``)."""
+    md = ["# Lottery-ticket report", "",
+          "Runs: " + ", ".join(f"`{run.path}`" for run in run_list), ""]
+    for kind, file in plots.items():
+        md += [f"![{CAPTIONS[kind]}]({os.path.basename(file)})", ""]
+    for run in run_list:
+        md += run_markdown(run, levels)
+    return "\n".join(md).rstrip() + "\n"
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number for a table: ``digits`` decimals, ints as they are, ``-`` for None/NaN."""
+    if value is None or isnan(value):
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def fmt_stats(described: dict, digits: int = 4, integer: bool = False) -> str:
+    """``mean [min, max]`` of a ``stats.describe`` dict (the mean alone when ``n <= 1``,
+    ``-`` when empty); ``integer`` rounds to whole numbers (iterations)."""
+    if described["mean"] is None:
+        return "-"
+    mean = f"{described['mean']:.0f}" if integer else fmt(described["mean"], digits)
+    if described["n"] <= 1:
+        return mean
+    low = f"{described['min']:.0f}" if integer else fmt(described["min"], digits)
+    high = f"{described['max']:.0f}" if integer else fmt(described["max"], digits)
+    return f"{mean} [{low}, {high}]"
+
+
+def table(header: list[str], rows: list[list], align=None) -> list[str]:
+    """The lines of a markdown table; ``align`` one ``---``/``---:`` per column (default:
+    all right-aligned)."""
+    align = align or ["---:"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def level_name(level, branch: str) -> str:
+    """The level column: ``one-shot <target>`` for one-shot tickets, else ``level``."""
+    if branch == "one_shot":
+        return f"one-shot {level:.4f}"
+    return "-" if level is None else str(level)
+
+
+def run_markdown(run: Run, curve_levels) -> list[str]:
+    """The lines of one run's section of ``report.md``: hyperparameters, every branch
+    of every replicate, statistics over replicates, tfmot baselines, per-layer sparsity,
+    one-shot vs iterative, learning curves at ``curve_levels`` (ints, or ``None`` for
+    ``stats.default_levels``) and the analyses."""
+    md = [f"## {run.label}", "", f"Run directory: `{run.path}`; replicates: "
+          + ", ".join(f"`{os.path.basename(r.path)}`" for r in run.replicates), ""]
+    if run.hparams:
+        md += ["### Hyperparameters", ""]
+        flat = flatten(run.hparams)
+        md += table(["setting", "value"], [[k, f"`{format_value(v)}`"] for k, v in flat.items()],
+                     ["---", "---"])
+        md.append("")
+    else:
+        md += ["No `hparams.json` next to the replicates (a run written by "
+               "`tf_lottery.ticket.fit` directly): hyperparameters unknown.", ""]
+    warnings = [w for r in run.replicates for w in r.warnings]
+    if warnings:
+        md += ["Problems while reading:", ""] + [f"- {w}" for w in warnings] + [""]
+
+    md += ["### Levels and branches", "",
+           "Per replicate, from each branch's `summary.json`. Sparsity is the fraction of "
+           "prunable weights pruned; the early-stopping iteration is the iteration of "
+           "minimum validation loss, and *test acc @ES* the test accuracy there.", ""]
+    rows = []
+    for replicate in run.replicates:
+        name = os.path.basename(replicate.path)
+        entries = [(level, branch, s) for level, branches in replicate.levels.items()
+                   for branch, s in branches.items()]
+        entries += [(target, "one_shot", s) for target, s in replicate.one_shot.items()]
+        for level, branch, s in entries:
+            rows.append([name, level_name(level, branch), branch,
+                         fmt(100 * s["weights_remaining"], 2) if "weights_remaining" in s
+                         else fmt(100 * (1 - s["sparsity"]), 2),
+                         fmt(s["sparsity"]), fmt(s.get("early_stop_iteration")),
+                         fmt(s.get("early_stop_test_accuracy")),
+                         fmt(s.get("final_test_accuracy")),
+                         fmt(s.get("train_seconds"), 0)])
+    md += table(["replicate", "level", "branch", "remaining %", "sparsity", "early-stop it",
+                  "test acc @ES", "final test acc", "train s"], rows,
+                 ["---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"])
+    md.append("")
+    pending = [(os.path.basename(r.path), p) for r in run.replicates for p in r.in_progress]
+    if pending:
+        md += ["Not finished yet (no `summary.json`):", ""]
+        md += [f"- `{name}` level {p['level']} {p['branch']}: "
+               + (f"checkpoint at iteration {p['iteration']}" if p["iteration"] is not None
+                  else "started, no checkpoint yet") for name, p in pending]
+        md.append("")
+
+    aggregated = stats.aggregate(run)
+    if len(run.replicates) > 1:
+        md += ["### Over replicates (plotted)", "", "mean [min, max] over the replicates "
+               "that finished each branch.", ""]
+        md += table(
+            ["level", "branch", "n", "remaining %", "early-stop it", "test acc @ES",
+             "final test acc"],
+            [[level_name(r["level"], r["branch"]), r["branch"], r["n"],
+              fmt(100 * r["weights_remaining"], 2),
+              fmt_stats(r["early_stop_iteration"], integer=True),
+              fmt_stats(r["early_stop_test_accuracy"]), fmt_stats(r["final_test_accuracy"])]
+             for r in aggregated],
+            ["---:", "---", "---:", "---:", "---:", "---:", "---:"])
+        md.append("")
+    tfmot = [(os.path.basename(r.path), p) for r in run.replicates for p in r.tfmot]
+    if tfmot:
+        md += ["### tfmot baseline (`tfmot_baseline*.json`)", "",
+               "Gradual magnitude pruning (tfmot, Zhu & Gupta 2017) to the ticket's per-layer "
+               "sparsity with one level's budget; final test accuracy (no early stopping).", ""]
+        md += table(["replicate", "ticket level", "remaining %", "sparsity", "final test acc"],
+                     [[n, fmt(p["level"]), fmt(100 * (1 - p["sparsity"]), 2),
+                       fmt(p["sparsity"]), fmt(p["test_accuracy"])] for n, p in tfmot],
+                     ["---", "---:", "---:", "---:", "---:"])
+        md.append("")
+
+    keys, layer_rows = stats.layer_table(run)
+    if layer_rows:
+        md += ["### Per-layer sparsity of the lottery ticket", ""]
+        md += table(["level"] + [f"`{k}`" for k in keys] + ["total"],
+                     [[level] + [fmt(layers.get(k)) for k in keys]
+                      + [fmt(float(np.mean([r.levels[level]["lottery"]["sparsity"]
+                                             for r in run.replicates
+                                             if "lottery" in r.levels.get(level, {})])))]
+                      for level, layers in layer_rows])
+        md.append("")
+
+    shots = [r for r in aggregated if r["branch"] == "one_shot"]
+    if shots:
+        md += ["### One-shot vs iterative at matched sparsity", "",
+               "Each one-shot ticket (pruned at once from the trained dense network; the run's "
+               "`one_shot/` directory and `analysis/one_shot.json`) next to the iterative "
+               "ticket (lottery branch) with the closest sparsity (Frankle & Carbin 2019, "
+               "Sec. 5).", ""]
+        iterative = [r for r in aggregated if r["branch"] == "lottery"]
+        rows = []
+        for shot in shots:
+            near = min(iterative, key=lambda r: abs(r["sparsity"] - shot["sparsity"]),
+                       default=None)
+            rows.append([fmt(shot["level"]), fmt(shot["sparsity"]),
+                         fmt_stats(shot["early_stop_test_accuracy"]),
+                         fmt_stats(shot["early_stop_iteration"], integer=True),
+                         "-" if near is None else near["level"],
+                         "-" if near is None else fmt(near["sparsity"]),
+                         "-" if near is None else fmt_stats(near["early_stop_test_accuracy"]),
+                         "-" if near is None else fmt_stats(near["early_stop_iteration"],
+                                                             integer=True)])
+        md += table(["one-shot target", "sparsity", "test acc @ES", "early-stop it",
+                      "IMP level", "IMP sparsity", "IMP test acc @ES", "IMP early-stop it"],
+                     rows)
+        md.append("")
+
+    md += _curve_markdown(run, curve_levels)
+    md += _analysis_markdown(run)
+    return md
+
+
+def _curve_markdown(run: Run, curve_levels) -> list[str]:
+    available = sorted({k for r in run.replicates for k in r.levels})
+    chosen = [k for k in (curve_levels if curve_levels is not None
+                          else stats.default_levels(available)) if k in available]
+    if not chosen:
+        return []
+    curves = []
+    for level in chosen:
+        for branch in sorted({b for r in run.replicates for b in r.levels.get(level, {})},
+                             key=branch_key):
+            curve = stats.curve(run, level, branch)
+            if curve is not None:
+                curves.append((level, branch, curve))
+    if not curves:
+        return []
+    longest = max(curves, key=lambda c: len(c[2]["iteration"]))[2]["iteration"]
+    picks = sorted({longest[int(i)] for i in np.linspace(0, len(longest) - 1, 8).round()})
+    md = ["### Learning curves (test accuracy)", "",
+          f"Levels {', '.join(map(str, chosen))}; test accuracy (mean over replicates) at "
+          "eight of the evaluated iterations; the full curves are each branch's "
+          "`metrics.csv`.", ""]
+    rows = []
+    for level, branch, curve in curves:
+        lookup = dict(zip(curve["iteration"], curve["mean"]))
+        remaining = next(r.levels[level][branch]["weights_remaining"] for r in run.replicates
+                         if branch in r.levels.get(level, {}))
+        rows.append([level, branch, fmt(100 * remaining, 1)]
+                    + [fmt(lookup.get(i)) for i in picks])
+    md += table(["level", "branch", "remaining %"] + [f"it {i}" for i in picks], rows,
+                 ["---:", "---"] + ["---:"] * (len(picks) + 1))
+    md.append("")
+    return md
+
+
+def _analysis_markdown(run: Run) -> list[str]:
+    md = []
+    single = [run]
+    instability = analysis_entries(single, "instability")
+    if instability:
+        md += ["### Instability (linear mode connectivity)", "",
+               "Two copies of the network at the rewind point trained with different data "
+               "orders; test error of `a*w1 + (1-a)*w2` at evenly spaced `a`. Instability = "
+               "max error minus the mean of the two end errors (Frankle et al., ICML 2020); "
+               "stable means below 0.02.", ""]
+        rows = []
+        for _, replicate, e in instability:
+            key = e["key"]
+            rows.append([os.path.basename(replicate.path), key["level"], key["mask"],
+                         fmt(100 * e["weights_remaining"], 2), key["rewind"],
+                         key["training_steps"], len(e["alphas"]),
+                         fmt(e["test_error"][0]), fmt(e["test_error"][-1]),
+                         fmt(max(e["test_error"])), fmt(e["instability"]),
+                         fmt(e.get("val_instability")),
+                         "yes" if e["instability"] < 0.02 else "no"])
+        md += table(["replicate", "level", "mask", "remaining %", "rewind", "budget", "points",
+                      "error a=0", "error a=1", "max error", "instability (test)",
+                      "instability (val)", "stable"], rows,
+                     ["---", "---:", "---", "---:", "---", "---", "---:", "---:", "---:",
+                      "---:", "---:", "---:", "---"])
+        md.append("")
+    noise = analysis_entries(single, "noise")
+    if noise:
+        md += ["### Noise robustness of the rewind weights", "",
+               "Gaussian noise with std `scale` x (std of the layer's initial kernel) added "
+               "to the surviving weights at the rewind point, then retrained (Frankle, "
+               "Schwab & Morcos, ICLR 2020).", ""]
+        rows = [[os.path.basename(rep.path), e["key"]["level"], e["key"]["mask"],
+                 fmt(100 * e["weights_remaining"], 2), e["key"]["rewind"],
+                 e["key"]["training_steps"], fmt(float(e["key"]["scale"]), 2), e["key"]["repeat"],
+                 fmt(e.get("early_stop_iteration")), fmt(e.get("early_stop_test_accuracy")),
+                 fmt(e.get("final_test_accuracy"))]
+                for _, rep, e in sorted(noise, key=lambda t: (
+                    t[1].path, t[2]["key"]["level"], t[2]["key"]["mask"], t[2]["key"]["rewind"],
+                    t[2]["key"]["training_steps"], t[2]["key"]["scale"], t[2]["key"]["repeat"]))]
+        md += table(["replicate", "level", "mask", "remaining %", "rewind", "budget",
+                      "noise scale", "repeat", "early-stop it", "test acc @ES",
+                      "final test acc"], rows,
+                     ["---", "---:", "---", "---:", "---", "---", "---:", "---:", "---:",
+                      "---:", "---:"])
+        md.append("")
+    transfer = analysis_entries(single, "transfer")
+    if transfer:
+        md += ["### Ticket transfer", "",
+               "Mask and rewind weights found on the source dataset, trained on the target "
+               "(Morcos et al., NeurIPS 2019), against a random mask with the same per-layer "
+               "counts, the ticket found on the target and the dense network on the target.",
+               ""]
+        rows = [[os.path.basename(rep.path), f"{e['key']['source']} → {e['key']['target']}",
+                 e["key"]["level"], e["key"]["method"], fmt(100 * e["weights_remaining"], 2),
+                 e["key"]["training_steps"], fmt(e.get("early_stop_iteration")),
+                 fmt(e.get("early_stop_test_accuracy")), fmt(e.get("final_test_accuracy")),
+                 ", ".join(e.get("reinitialized_layers", [])) or "-"]
+                for _, rep, e in transfer]
+        md += table(["replicate", "transfer", "level", "method", "remaining %", "budget",
+                      "early-stop it", "test acc @ES", "final test acc", "re-initialized"],
+                     rows, ["---", "---", "---:", "---", "---:", "---", "---:", "---:",
+                            "---:", "---"])
+        md.append("")
+    return md
