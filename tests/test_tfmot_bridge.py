@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery import data, export, main, models, files, tfmot_bridge  # noqa: F401 (main: lazy)
-from tf_lottery import ticket as ticket_lib
+from tf_lottery import data, experiment, export, files, main, models, paths, tfmot_bridge  # noqa: F401, E501 (main: lazy)
 from tf_lottery import training as training_lib
 from tf_lottery.hparams import (
     DatasetHparams,
@@ -276,10 +275,9 @@ def test_compare_tfmot_tool_prints_ticket_and_gmp_at_matched_sparsity(tmp_path):
                                  eval_every="30it"),
         pruning=PruningHparams(levels=1, rate=0.6),
     )
-    root = tmp_path / hp.run_name()
-    files.atomic_write_json(root / "hparams.json", hp.to_dict())
-    ticket_lib.fit(_lenet, DATA, training=hp.training, pruning_hparams=hp.pruning,
-                   run_dir=root / "replicate_0", runtime=training_lib.Runtime(jit_compile=False))
+    experiment.run_experiment(hp, tmp_path, dataset=DATA,
+                              runtime=training_lib.Runtime(jit_compile=False))
+    root = paths.RunDir.of(tmp_path, hp.run_name()).path
     output = tmp_path / "compare.json"
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "compare_tfmot.py"), f"--run_dir={root}",
@@ -288,8 +286,7 @@ def test_compare_tfmot_tool_prints_ticket_and_gmp_at_matched_sparsity(tmp_path):
         text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(output.read_text())
-    summary = json.loads((root / "replicate_0" / "level_1" / "lottery" / "summary.json")
-                         .read_text())
+    summary = files.read_json(paths.RunDir(root).replicate(0).branch(1, "lottery").summary)
     assert result["sparsity"] == pytest.approx(summary["sparsity"], abs=1e-3)
     assert result["ticket_test_accuracy"] == pytest.approx(summary["final_test_accuracy"],
                                                            abs=1e-6)

@@ -92,10 +92,10 @@ class BranchDir:
         """``checkpoint.json``: the resume state within the branch."""
         return os.path.join(self.path, "checkpoint.json")
 
-    @staticmethod
-    def checkpoint_weights_name(step: int) -> str:
-        """``checkpoint-<step>.weights.h5``, the name ``checkpoint.json`` refers to."""
-        return f"{_CHECKPOINT_PREFIX}-{int(step)}.weights.h5"
+    def checkpoint_weights(self, step: int) -> str:
+        """``checkpoint-<step>.weights.h5``: the weights ``checkpoint.json`` refers to (by
+        this file name, relative to the branch directory)."""
+        return os.path.join(self.path, f"{_CHECKPOINT_PREFIX}-{int(step)}.weights.h5")
 
     def checkpoint_files(self) -> list[str]:
         """Every checkpoint file of the branch (``checkpoint.json`` and weights)."""

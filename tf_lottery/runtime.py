@@ -41,7 +41,7 @@ class Runtime:
     jit_compile: bool = True
     steps_per_execution: int = 100
     eval_batch_size: int = 1000
-    checkpoint_every: str | None = None
+    checkpoint_every: Steps | str | None = None
     tensorboard: bool = False
     deterministic: bool = False
     fast_loop: bool = True
@@ -59,4 +59,5 @@ class Runtime:
                 f"`eval_batch_size` must be an integer >= 1; received {self.eval_batch_size!r}."
             )
         if self.checkpoint_every is not None:
-            Steps.parse(self.checkpoint_every, "checkpoint_every")
+            object.__setattr__(self, "checkpoint_every",
+                               Steps.parse(self.checkpoint_every, "checkpoint_every"))

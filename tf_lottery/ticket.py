@@ -110,9 +110,9 @@ def fit(
 
     Runs level 0 (dense) and ``pruning_hparams.levels`` pruned levels, each training the
     ``lottery`` branch and the requested control branches for the same budget, then the
-    one-shot tickets. Everything is written under ``run_dir`` (laid out as ``tf_lottery.paths.ReplicateDir`` says), and a
-    rerun with the same arguments skips finished branches and resumes the one in
-    progress from its last checkpoint.
+    one-shot tickets. Everything is written under ``run_dir`` (laid out as
+    ``tf_lottery.paths.ReplicateDir`` says), and a rerun with the same arguments skips
+    finished branches and resumes the one in progress from its last checkpoint.
 
     Args:
         model_fn: ``model_fn(seed: int) -> keras.Model`` building a fresh, initialized

@@ -84,7 +84,7 @@ class _Engine:
         self.k = pruning_hp.rewind.iterations(spe)
         ckpt = runtime.checkpoint_every
         self.checkpoint_every = (
-            Steps.parse(ckpt).iterations(spe) if ckpt is not None else 10 * self.E
+            ckpt.iterations(spe) if ckpt is not None else 10 * self.E
         )
         # S need not divide E, T or k: train_branch gives a chunk that S does not divide
         # a batch stream ending at its boundary, where the compiled loop stops early.
@@ -437,8 +437,9 @@ class _Engine:
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds):
         branch_dir = paths.BranchDir(out_dir)
-        name = branch_dir.checkpoint_weights_name(step)
-        with files.atomic_path(os.path.join(out_dir, name), ".weights.h5") as tmp:
+        weights = branch_dir.checkpoint_weights(step)
+        name = os.path.basename(weights)  # checkpoint.json names it relative to the branch
+        with files.atomic_path(weights, ".weights.h5") as tmp:
             self.model.save_weights(tmp)
         files.atomic_write_json(branch_dir.checkpoint, {
             "step": step,
@@ -449,7 +450,7 @@ class _Engine:
             "other_variables": [v.numpy().tolist() for v in self._other_variables()],
             "schedule": [int(self.schedule.offset.numpy()), int(self.schedule.frozen.numpy())],
         })
-        keep = {branch_dir.checkpoint, os.path.join(out_dir, name)}
+        keep = {branch_dir.checkpoint, weights}
         for old in branch_dir.checkpoint_files():
             if old not in keep:
                 os.remove(old)

@@ -10,8 +10,7 @@ import sys
 
 from absl import flags, logging
 
-from tf_lottery.cli.errors import UsageError, exit_with, parse_or_exit, usage_errors
-from tf_lottery.cli.report import int_list
+from tf_lottery.cli.errors import UsageError, exit_with, int_list, parse_or_exit, usage_errors
 
 __all__ = ["USAGE", "flag_values", "main", "run"]
 

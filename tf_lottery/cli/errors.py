@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from absl import flags
 
 __all__ = ["UsageError", "translate", "usage_errors", "exit_with", "parse_or_exit",
-           "HELP_FLAGS"]
+           "int_list", "HELP_FLAGS"]
 
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
@@ -92,3 +92,14 @@ def parse_or_exit(flag_values: flags.FlagValues, argv: list[str], usage: str,
               file=sys.stderr)
         sys.exit(2)
     return extra
+
+
+def int_list(name: str, values) -> list[int] | None:
+    """``--name=0,3,7`` as ints; ``UsageError`` naming the flag otherwise."""
+    if values is None:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise UsageError(f"--{name} must list integers such as 0,3,7; received "
+                         f"{','.join(values)!r}.") from None

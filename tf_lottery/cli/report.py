@@ -10,9 +10,9 @@ import sys
 
 from absl import flags
 
-from tf_lottery.cli.errors import UsageError, exit_with, parse_or_exit, usage_errors
+from tf_lottery.cli.errors import UsageError, exit_with, int_list, parse_or_exit, usage_errors
 
-__all__ = ["USAGE", "flag_values", "int_list", "main", "run"]
+__all__ = ["USAGE", "flag_values", "main", "run"]
 
 USAGE = """Plots and tables of lottery-ticket runs (finished or still running).
 
@@ -43,17 +43,6 @@ def flag_values() -> flags.FlagValues:
                       "report.json), e.g. to refresh README images.", flag_values=fv)
     flags.mark_flag_as_required("out", flag_values=fv)
     return fv
-
-
-def int_list(name: str, values) -> list[int] | None:
-    """``--name=0,3,7`` as ints; ``UsageError`` naming the flag otherwise."""
-    if values is None:
-        return None
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        raise UsageError(f"--{name} must list integers such as 0,3,7; received "
-                         f"{','.join(values)!r}.") from None
 
 
 def main(fv: flags.FlagValues, run_dirs: list[str]) -> int:
