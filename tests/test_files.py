@@ -1,4 +1,4 @@
-"""Tests of tf_lottery.runs: atomic writes, JSON and CSV helpers."""
+"""Tests of tf_lottery.files: atomic writes, JSON and CSV helpers."""
 
 import math
 import os

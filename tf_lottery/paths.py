@@ -279,13 +279,6 @@ class RunDir:
         return os.path.exists(self.hparams)
 
 
-def replicate_of(path: str | os.PathLike) -> tuple[RunDir | None, ReplicateDir]:
-    """The run (if its parent holds ``hparams.json``) and replicate of a replicate path."""
-    replicate = ReplicateDir.at(os.path.abspath(os.fspath(path)))
-    run = RunDir(os.path.dirname(replicate.path))
-    return (run if run.is_run() else None), replicate
-
-
 def resolve_replicate(run_dir, replicate: int | None = None) -> tuple[RunDir, ReplicateDir]:
     """Finds a replicate of a run: ``(RunDir, ReplicateDir)`` with absolute paths.
 
