@@ -61,8 +61,8 @@ def test_run_experiment_writes_the_run_layout_and_resumes(tmp_path):
     assert result.run_dir == rep.path and rep.finished_levels() == [0, 1]
     assert result.levels[1]["lottery"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     # Another replicate draws another initialization.
-    other = experiment.run_experiment(HP, tmp_path, replicate=0, dataset=DATA,
-                                      runtime=Runtime(jit_compile=False))
+    experiment.run_experiment(HP, tmp_path, replicate=0, dataset=DATA,
+                              runtime=Runtime(jit_compile=False))
     masks = [tfl.load_masks(run.replicate(r).branch(1, "lottery").mask) for r in (0, 1)]
     assert any(not np.array_equal(masks[0][k], masks[1][k]) for k in masks[0])
     stamp = os.path.getmtime(rep.branch(1, "lottery").summary)

@@ -51,29 +51,14 @@ from absl import logging
 from tf_lottery import experiment, files, paths
 from tf_lottery.hparams import ArgumentError, ExperimentHparams, derive_seed
 from tf_lottery.tune.space import (
-    TUNABLE,
     check_names,
-    levels_to_reach,
     search_space,
     trial_experiment,
     trial_flags,
-    trial_hparams,
     write_flagfile,
 )
 
-__all__ = [
-    "TUNABLE",
-    "TUNERS",
-    "OBJECTIVES",
-    "TuneResult",
-    "LotteryTuner",
-    "search_space",
-    "levels_to_reach",
-    "trial_hparams",
-    "trial_flags",
-    "search_name",
-    "tune",
-]
+__all__ = ["TUNERS", "OBJECTIVES", "TuneResult", "LotteryTuner", "search_name", "tune"]
 
 #: keras-tuner oracles: Bayesian optimization (Gaussian process; needs scikit-learn,
 #: the ``keras-tuner[bayesian]`` extra), Hyperband, or random search.
