@@ -107,7 +107,7 @@ def test_missing_data_files_exit_2(tmp_path):
     run = cli("--dataset=mnist", f"--data_dir={tmp_path / 'nowhere'}",
               f"--run_root={tmp_path / 'runs'}")
     assert run.returncode == 2
-    assert "data_dir" in run.stderr
+    assert "--data_dir" in run.stderr  # the library argument `data_dir`, as its flag
     assert not os.path.exists(tmp_path / "runs")
 
 

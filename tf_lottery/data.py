@@ -468,12 +468,12 @@ def _load_real(info: DatasetInfo, data_dir):
                      f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
         fix = {
             "fashion_mnist": "apt-get install dataset-fashion-mnist (IDX files in "
-                             f"{FASHION_MNIST_DIR}), or pass --data_dir / data_dir= a "
+                             f"{FASHION_MNIST_DIR}), or pass as `data_dir` a "
                              "directory with the four IDX files or a prepared TFDS data_dir",
-            "mnist": "pass --data_dir / data_dir= a directory with the four MNIST IDX files "
+            "mnist": "pass as `data_dir` a directory with the four MNIST IDX files "
                      "(train-images-idx3-ubyte.gz, ...) or a prepared TFDS data_dir",
         }.get(info.name, f"prepare it with TFDS on a machine with network (tfds build "
-                         f"{info.name}) and pass --data_dir / data_dir= that TFDS data_dir")
+                         f"{info.name}) and pass that TFDS directory as `data_dir`")
         raise ValueError(
             f"Cannot load dataset {info.name!r}: tried {'; '.join(tried)}. Fix: {fix}."
         ) from err

@@ -35,8 +35,12 @@ __all__ = [
     "TuneDir",
     "ReportFiles",
     "resolve_replicate",
+    "ANALYSES",
 ]
 
+#: The analyses (``tf_lottery.analysis``) whose results a replicate may hold, each as
+#: ``analysis/<name>.json``.
+ANALYSES = ("instability", "noise", "transfer", "one_shot")
 HPARAMS = "hparams.json"
 FLAGS = "flags.txt"
 _REPLICATE = re.compile(r"^replicate_(\d+)$")

@@ -44,7 +44,7 @@ __all__ = [
     "mask_sparsity",
 ]
 
-ANALYSES = ("instability", "noise", "transfer", "one_shot")
+ANALYSES = paths.ANALYSES
 MASK_KINDS = ("lottery", "random_prune")
 
 #: The summary fields an analysis entry keeps of a training (``short_summary``).

@@ -15,7 +15,6 @@ import os
 from tf_lottery import files, paths
 
 __all__ = [
-    "ANALYSES",
     "BRANCH_ORDER",
     "Replicate",
     "Run",
@@ -29,8 +28,6 @@ __all__ = [
 
 #: Branch order in plots and tables; other names follow alphabetically.
 BRANCH_ORDER = ("lottery", "reinit", "random_prune", "one_shot", "tfmot_gmp")
-#: The analyses a report reads (``<replicate>/analysis/<name>.json``).
-ANALYSES = ("instability", "noise", "transfer", "one_shot")
 
 
 def branch_key(branch: str):
@@ -169,7 +166,7 @@ def read_replicate(path: str | os.PathLike) -> Replicate:
     for baseline in rep.tfmot_baselines():
         tfmot += _tfmot_points(baseline, warnings)
     analyses = {}
-    for name in ANALYSES:
+    for name in paths.ANALYSES:
         data = _read_json(rep.analysis(name), warnings)
         if data is not None:
             analyses[name] = data
