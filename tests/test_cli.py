@@ -128,7 +128,7 @@ def test_only_the_cli_package_reads_absl_flags_and_nothing_imports_it():
 def test_no_module_grows_past_600_lines():
     sizes = {rel: len(open(os.path.join(ROOT, rel), encoding="utf-8").read().splitlines())
              for rel, _ in _modules()}
-    assert {rel: n for rel, n in sizes.items() if n > 660} == {}
+    assert {rel: n for rel, n in sizes.items() if n > 600} == {}
 
 
 def test_every_public_name_imports():

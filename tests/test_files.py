@@ -53,9 +53,9 @@ def test_atomic_write_json_round_trip(tmp_path):
 def test_atomic_path_renames_on_success(tmp_path):
     path = tmp_path / "final.weights.h5"
     path.write_bytes(b"old")
-    with files.atomic_path(path, ".weights.h5") as tmp:
+    with files.atomic_path(path) as tmp:
         assert os.path.dirname(tmp) == str(tmp_path)
-        assert tmp.endswith(".weights.h5")
+        assert tmp.endswith(".weights.h5")  # Keras checks the whole extension
         assert tmp != str(path)
         with open(tmp, "wb") as f:
             f.write(b"new")
@@ -142,3 +142,14 @@ def test_csv_header_only_and_overwrite(tmp_path):
     files.write_csv(path, ["x"], [])
     assert path.read_text().splitlines() == ["x"]
     assert files.read_csv(path) == []
+
+
+def test_atomic_path_suffix_defaults_to_the_extension_and_can_be_given(tmp_path):
+    for name, ending in (("mask.npz", ".npz"), ("plain", ""), ("a.b.tflite", ".b.tflite")):
+        with files.atomic_path(tmp_path / name) as tmp:
+            assert os.path.basename(tmp).startswith(".tmp-") and tmp.endswith(ending)
+            open(tmp, "w").close()
+    with files.atomic_path(tmp_path / "x.bin", ".h5") as tmp:
+        assert tmp.endswith(".h5")
+        open(tmp, "w").close()
+    assert sorted(os.listdir(tmp_path)) == ["a.b.tflite", "mask.npz", "plain", "x.bin"]

@@ -30,14 +30,18 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ""):
+def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yields a temporary path next to ``path``; renames it onto ``path`` on success.
 
-    For writers that want a file name (e.g. ``model.save_weights``). ``suffix`` keeps
-    the extension such writers check (``".weights.h5"``). On error the temporary file
-    is removed and ``path`` is left as it was.
+    For writers that want a file name (e.g. ``model.save_weights``). The temporary name
+    ends with ``suffix``, by default the extension of ``path`` from its first dot
+    (``final.weights.h5`` -> ``.weights.h5``), which such writers check. On error the
+    temporary file is removed and ``path`` is left as it was.
     """
     path = os.fspath(path)
+    if suffix is None:
+        name = os.path.basename(path)
+        suffix = name[name.index("."):] if "." in name else ""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)

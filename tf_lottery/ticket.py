@@ -163,7 +163,7 @@ class _Driver:
         self.result = LotteryResult(run_dir, [])
 
     def _save_weights(self, path):
-        with files.atomic_path(path, ".weights.h5") as tmp:
+        with files.atomic_path(path) as tmp:
             self.model.save_weights(tmp)
 
     def _load_weights(self, path) -> list[np.ndarray]:

@@ -386,7 +386,7 @@ class _Engine:
         if out_dir is None:
             return {**summary, "metrics": rows}
         files.write_csv(branch_dir.metrics, METRIC_COLUMNS, rows)
-        with files.atomic_path(branch_dir.final_weights, ".weights.h5") as tmp:
+        with files.atomic_path(branch_dir.final_weights) as tmp:
             model.save_weights(tmp)
         files.atomic_write_json(branch_dir.summary, summary)
         self._remove_checkpoint(out_dir)
@@ -439,7 +439,7 @@ class _Engine:
         branch_dir = paths.BranchDir(out_dir)
         weights = branch_dir.checkpoint_weights(step)
         name = os.path.basename(weights)  # checkpoint.json names it relative to the branch
-        with files.atomic_path(weights, ".weights.h5") as tmp:
+        with files.atomic_path(weights) as tmp:
             self.model.save_weights(tmp)
         files.atomic_write_json(branch_dir.checkpoint, {
             "step": step,

@@ -347,7 +347,7 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
     # The dense export (for comparison) is checked first, so that nothing is written
     # when any LiteRT run fails.
     _, dense_delegate, _ = litert.run_with_fallback(dense, sample_inputs[:1])
-    with files.atomic_path(path, ".tflite") as tmp:
+    with files.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flat)
             f.flush()

@@ -56,7 +56,7 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float = 4
 
 def save(fig, path: str) -> str:
     """Writes ``fig`` to ``path`` as a 130-dpi PNG, atomically; returns ``path``."""
-    with files.atomic_path(path, ".png") as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=130)
     return path
 
