@@ -1,8 +1,11 @@
-"""Tests of tf_lottery.files: atomic writes, JSON and CSV helpers."""
+"""Tests of tf_lottery.files: atomic writes, JSON (strict, non-finite numbers recorded) and
+CSV helpers."""
 
+import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from tf_lottery import files
@@ -153,3 +156,124 @@ def test_atomic_path_suffix_defaults_to_the_extension_and_can_be_given(tmp_path)
         assert tmp.endswith(".h5")
         open(tmp, "w").close()
     assert sorted(os.listdir(tmp_path)) == ["a.b.tflite", "mask.npz", "plain", "x.bin"]
+
+
+# ------------------------------------------------ strict JSON: non-finite numbers
+
+
+def strict_loads(text):
+    """``json.loads`` that rejects ``NaN``, ``Infinity`` and ``-Infinity`` (RFC 8259)."""
+    def reject(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def same(a, b):
+    """Deep equality where NaN equals NaN (and types match: 1 is not 1.0)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_strict_loads_rejects_nan_tokens():
+    for text in ('{"a": NaN}', "[Infinity]", "-Infinity"):
+        with pytest.raises(ValueError, match="non-standard"):
+            strict_loads(text)
+
+
+def test_non_finite_numbers_round_trip_and_are_recorded(tmp_path):
+    path = tmp_path / "checkpoint.json"
+    nan, inf = float("nan"), float("inf")
+    obj = {
+        "step": 20,
+        "rows": [{"iteration": 0, "train_loss": nan, "val_loss": nan, "test_loss": 2.3},
+                 {"iteration": 10, "train_loss": inf, "val_loss": -inf, "test_loss": 2.1}],
+        "curve": {"test_error": [0.1, nan, 0.3], "nested": [[1.0, [inf]], []]},
+        "odd/key~": nan,
+        "numpy": [np.float32("nan"), np.float64("-inf"), np.float32(0.5), np.int64(7)],
+        "early_stop_iteration": None,
+    }
+    files.atomic_write_json(path, obj)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    parsed = strict_loads(text)
+    assert parsed["non_finite"] == {
+        "/rows/0/train_loss": "nan", "/rows/0/val_loss": "nan",
+        "/rows/1/train_loss": "inf", "/rows/1/val_loss": "-inf",
+        "/curve/test_error/1": "nan", "/curve/nested/0/1/0": "inf",
+        "/odd~1key~0": "nan", "/numpy/0": "nan", "/numpy/1": "-inf",
+    }
+    assert parsed["rows"][0]["train_loss"] is None and parsed["rows"][0]["test_loss"] == 2.3
+    assert parsed["early_stop_iteration"] is None
+    back = files.read_json(path)
+    expected = dict(obj, numpy=[nan, -inf, 0.5, 7])
+    assert same(back, expected), back
+    assert "non_finite" not in back
+    assert back["rows"][1]["val_loss"] == -inf and back["curve"]["nested"][0][1][0] == inf
+    # The caller's object is not modified.
+    assert math.isnan(obj["rows"][0]["train_loss"]) and "non_finite" not in obj
+
+
+def test_finite_json_is_written_as_before(tmp_path):
+    path = tmp_path / "a.json"
+    obj = {"b": [1, 2.5, None], "a": {"x": True}}
+    files.atomic_write_json(path, obj)
+    assert path.read_text() == json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    files.atomic_write_json(path, [1.0, 2.0])
+    assert strict_loads(path.read_text()) == [1.0, 2.0]
+
+
+def test_top_level_non_dict_values_are_wrapped_only_when_needed(tmp_path):
+    path = tmp_path / "list.json"
+    for value, record in [([1.0, float("nan"), {"x": float("-inf")}], {"/1": "nan",
+                                                                       "/2/x": "-inf"}),
+                          (float("inf"), {"": "inf"}), ([[float("nan")]], {"/0/0": "nan"})]:
+        files.atomic_write_json(path, value)
+        parsed = strict_loads(path.read_text())
+        assert parsed == {"non_finite": record,
+                          "non_finite_value": files.to_strict_json(value)[0]["non_finite_value"]}
+        assert same(files.read_json(path), value)
+
+
+def test_reserved_top_level_keys_cannot_be_written(tmp_path):
+    for key in ("non_finite", "non_finite_value"):
+        with pytest.raises(ValueError, match="reserved") as info:
+            files.atomic_write_json(tmp_path / "x.json", {key: 1})
+        assert "x.json" in str(info.value)
+    assert _listing(tmp_path) == []
+    # Nested keys of those names are ordinary.
+    files.atomic_write_json(tmp_path / "x.json", {"a": {"non_finite": float("nan")}})
+    assert same(files.read_json(tmp_path / "x.json"), {"a": {"non_finite": float("nan")}})
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 1.0, "non_finite": {"/a": "nan"}}',          # not null
+    '{"a": null, "non_finite": {"/b": "nan"}}',         # no such key
+    '{"a": [null], "non_finite": {"/a/1": "nan"}}',     # index out of range
+    '{"a": [null], "non_finite": {"/a/x": "nan"}}',     # not an index
+    '{"a": null, "non_finite": {"/a": "NaN"}}',         # unknown reason
+    '{"a": null, "non_finite": {"a": "nan"}}',          # not a pointer
+    '{"a": null, "non_finite": ["/a"]}',                # not a mapping
+    '{"non_finite": {"": "nan"}, "non_finite_value": 1}',
+    '{"non_finite": {}, "non_finite_value": [], "b": 1}',
+])
+def test_a_record_that_does_not_match_raises_naming_the_file(tmp_path, text):
+    path = tmp_path / "summary.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        files.read_json(path)
+    assert str(path) in str(info.value) and "non_finite" in str(info.value)
+
+
+def test_old_files_with_nan_tokens_still_read(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text('{"val_loss": NaN, "x": [Infinity, -Infinity]}')
+    back = files.read_json(path)
+    assert math.isnan(back["val_loss"]) and back["x"] == [float("inf"), float("-inf")]

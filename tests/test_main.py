@@ -56,7 +56,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     resumed = cli(*args, f"--run_root={root}")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming at iteration" in resumed.stderr
+    assert "resuming level 1 " in resumed.stderr and "from iteration" in resumed.stderr
     assert without_times(results(root)) == without_times(results(tmp_path / "whole"))
     run_dir = glob.glob(str(root / "*"))[0]
     assert json.load(open(os.path.join(run_dir, "hparams.json")))["pruning"]["rewind"] == "50it"

@@ -1,6 +1,7 @@
 """Reports from run directories: plots, tables equal to the summaries, unfinished runs, CLI."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -286,3 +287,144 @@ def test_report_flags_stay_out_of_the_experiment_flags():
     # --helpfull of `python -m tf_lottery.main` lists the experiment's FLAGS only.
     for name in ("out", "images_only", "prefix", "analysis", "noise_scales", "target_dataset"):
         assert name not in experiment_flags.FLAGS, name
+
+
+# ------------------------------------------- divergence and chance-accuracy warnings
+
+FLAG_KEYS = ("diverged", "diverged_iteration", "chance_accuracy", "at_chance")
+HEALTHY = {"diverged": False, "diverged_iteration": None, "chance_accuracy": 0.114,
+           "at_chance": False}
+
+
+def edit_summary(path, drop=(), **changes):
+    """Rewrites a summary.json with ``changes`` and without the keys in ``drop``."""
+    summary = files.read_json(path)
+    summary.update(changes)
+    for key in drop:
+        summary.pop(key, None)
+    files.atomic_write_json(path, summary)
+
+
+def all_summaries(root):
+    """Every summary.json under ``root`` (levels and one-shot tickets)."""
+    return sorted(str(p) for p in root.rglob("summary.json"))
+
+
+def test_diverged_and_chance_branches_are_warned_and_marked(run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(run, root)
+    for path in all_summaries(root):
+        edit_summary(path, **HEALTHY)
+    rep = paths.ReplicateDir(str(root / "replicate_0"))
+    # Level 1 reinit: the training loss became infinite at iteration 100; training stopped.
+    nan, inf = float("nan"), float("inf")
+    diverged = rep.branch(1, "reinit")
+    rows = [r for r in files.read_csv(diverged.metrics) if r["iteration"] <= 100]
+    rows[-1].update(train_loss=inf, val_loss=nan, test_loss=nan, val_accuracy=nan,
+                    test_accuracy=nan)
+    files.write_csv(diverged.metrics, training.METRIC_COLUMNS, rows)
+    edit_summary(diverged.summary, diverged=True, diverged_iteration=100, end_iteration=100,
+                 final_train_loss=inf, final_test_loss=nan, final_test_accuracy=nan,
+                 early_stop_test_accuracy=nan)
+    # Level 2 random pruning and the one-shot ticket ended at chance accuracy.
+    edit_summary(rep.branch(2, "random_prune").summary, at_chance=True,
+                 final_test_accuracy=0.1)
+    edit_summary(rep.one_shot(0.6).summary, at_chance=True, final_test_accuracy=0.112)
+    # A second replicate in which only the level 2 random pruning went wrong.
+    shutil.copytree(root / "replicate_0", root / "replicate_1")
+    edit_summary(root / "replicate_1" / "level_1" / "reinit" / "summary.json", **HEALTHY)
+    edit_summary(root / "replicate_1" / "one_shot" / "sparsity_0.6000" / "lottery" /
+                 "summary.json", **HEALTHY)
+
+    written = report.make_report([root], tmp_path / "out", levels=[1, 2])
+    for kind in ("accuracy", "early_stop", "learning_curves", "layer_sparsity", "one_shot"):
+        assert open(written[kind], "rb").read().startswith(PNG), kind
+    markdown = open(written["markdown"]).read()
+    warnings = markdown.split("## Warnings\n")[1].split("\n## ")[0]
+    assert markdown.index("## Warnings") < markdown.index("![") < markdown.index("## run")
+    items = [line for line in warnings.splitlines() if line.startswith("- ")]
+    assert items == [
+        "- `replicate_0` level 1 reinit: **diverged** at iteration 100: the training loss "
+        "became non-finite and training stopped there; its final metrics are those of the "
+        "diverged network.",
+        "- `replicate_0` level 2 random_prune: **at chance**: final test accuracy 0.1000 vs "
+        "chance 0.1140 (always predicting the most frequent test class).",
+        "- `replicate_0` one-shot ticket 0.6000: **at chance**: final test accuracy 0.1120 "
+        "vs chance 0.1140 (always predicting the most frequent test class).",
+        "- `replicate_1` level 2 random_prune: **at chance**: final test accuracy 0.1000 vs "
+        "chance 0.1140 (always predicting the most frequent test class).",
+    ]
+    # The per-replicate table gets a warning column; the marked rows say what happened.
+    section = markdown.split("### Levels and branches")[1].split("\n\n")[2]
+    assert section.splitlines()[0].endswith("| train s | warning |")
+    marks = {}
+    for line in section.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        marks[(cells[0], cells[1], cells[2])] = (cells[7], cells[-1])
+    assert marks[("replicate_0", "1", "reinit")] == ("-", "diverged at 100")
+    assert marks[("replicate_0", "2", "random_prune")] == ("0.1000", "at chance")
+    assert marks[("replicate_0", "one-shot 0.6000", "one_shot")] == ("0.1120", "at chance")
+    assert marks[("replicate_1", "1", "reinit")][1] == "-"
+    assert marks[("replicate_1", "2", "random_prune")][1] == "at chance"
+    assert [m for m in marks.values() if m[1] != "-"] == [
+        ("-", "diverged at 100"), ("0.1000", "at chance"), ("0.1120", "at chance"),
+        ("0.1000", "at chance")]
+    # Over replicates: how many of them diverged or ended at chance.
+    over = markdown.split("### Over replicates (plotted)")[1].split("\n\n")[2]
+    assert over.splitlines()[0].endswith("| final test acc | warnings |")
+    assert "| 1 | reinit | 2 |" in over
+    line = next(r for r in over.splitlines() if r.startswith("| 1 | reinit | 2 |"))
+    assert line.endswith("| 1 diverged |")
+    line = next(r for r in over.splitlines() if r.startswith("| 2 | random_prune | 2 |"))
+    assert line.endswith("| 2 at chance |")
+    line = next(r for r in over.splitlines() if r.startswith("| 1 | lottery | 2 |"))
+    assert line.endswith("| - |")
+    assert "None" not in markdown
+    # report.json: strict JSON, the same warnings, NaN metrics recorded and read back.
+    saved = json.loads(open(written["json"]).read(), parse_constant=pytest.fail)
+    assert [(w["level"], w["branch"], w["diverged"], w["at_chance"])
+            for w in saved["runs"][0]["warnings"]] == [
+        (1, "reinit", True, False), (2, "random_prune", False, True),
+        (0.6, "one_shot", False, True), (2, "random_prune", False, True)]
+    assert saved["runs"][0]["warnings"][0]["diverged_iteration"] == 100
+    assert any(p.endswith("/1/reinit/final_train_loss") for p in saved["non_finite"])
+    back = files.read_json(written["json"])["runs"][0]["replicates"][0]["levels"]["1"]
+    assert back["reinit"]["final_train_loss"] == inf
+
+
+def test_summaries_without_the_new_keys_report_as_before(run, tmp_path):
+    """Old summaries (no divergence keys) and healthy new ones give the same report."""
+    texts = {}
+    for kind in ("old", "healthy"):
+        root = tmp_path / kind / run.name
+        shutil.copytree(run, root)
+        for path in all_summaries(root):
+            if kind == "old":
+                edit_summary(path, drop=FLAG_KEYS)
+            else:
+                edit_summary(path, **HEALTHY)
+        written = report.make_report([root], tmp_path / f"out_{kind}", levels=[0, 2])
+        texts[kind] = open(written["markdown"]).read().replace(str(tmp_path / kind), "ROOT")
+        assert files.read_json(written["json"])["runs"][0]["warnings"] == []
+    assert texts["old"] == texts["healthy"]
+    markdown = texts["old"]
+    assert "Warnings" not in markdown and "warning" not in markdown
+    section = markdown.split("### Levels and branches")[1].split("\n\n")[2]
+    assert section.splitlines()[0] == (
+        "| replicate | level | branch | remaining % | sparsity | early-stop it | "
+        "test acc @ES | final test acc | train s |")
+    assert "None" not in markdown
+
+
+def test_plot_helpers_skip_non_finite_values():
+    nan, inf = float("nan"), float("inf")
+    smoothed = figures.smooth([0, 0, 3, nan, 0, 0], 3)
+    assert smoothed[:3] == [0, 1, 1.5] and math.isnan(smoothed[3]) and smoothed[4:] == [0, 0]
+    all_nan = figures.smooth([nan] * 5, 3)
+    assert all(math.isnan(v) for v in all_nan)
+    curve = {"iteration": [0, 50, 100, 150], "min": [0.1, 0.8, nan, 0.9],
+             "max": [0.1, 0.85, nan, inf]}
+    assert figures.zoom_floor([curve]) == (pytest.approx(0.78), pytest.approx(0.86))
+    assert figures.zoom_floor([{"iteration": [0, 1], "min": [nan, nan],
+                                "max": [nan, nan]}]) is None
+    assert figures.finite_values([1, None, nan, inf, -inf, 0.5]) == [1.0, 0.5]

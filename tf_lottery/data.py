@@ -472,8 +472,11 @@ def _load_real(info: DatasetInfo, data_dir):
                              "directory with the four IDX files or a prepared TFDS data_dir",
             "mnist": "pass as `data_dir` a directory with the four MNIST IDX files "
                      "(train-images-idx3-ubyte.gz, ...) or a prepared TFDS data_dir",
-        }.get(info.name, f"prepare it with TFDS on a machine with network (tfds build "
-                         f"{info.name}) and pass that TFDS directory as `data_dir`")
+        }.get(info.name, "prepare it with TFDS on a machine with network (python -c "
+                         f"\"import tensorflow_datasets as tfds; tfds.builder('{info.name}', "
+                         "data_dir='tfds_data').download_and_prepare()\"), copy "
+                         f"tfds_data/{info.name} here and pass its parent as `data_dir` "
+                         "(README, Experiments)")
         raise ValueError(
             f"Cannot load dataset {info.name!r}: tried {'; '.join(tried)}. Fix: {fix}."
         ) from err

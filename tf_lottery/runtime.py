@@ -22,6 +22,9 @@ class Runtime:
         checkpoint_every: step string; a resumable checkpoint of the level in progress
             is written at the first evaluation at or after each multiple (default: ten
             evaluation periods).
+        checkpoint_minutes: wall-clock period of checkpoints as well (minutes, > 0, or
+            ``None``: iterations only), taken at the next chunk of iterations, so a
+            killed run loses at most about that much training. Default 5.
         tensorboard: write TensorBoard logs (Keras ``TensorBoard`` callback) per branch.
         deterministic: turn on TensorFlow op determinism (``enable_op_determinism``).
         fast_loop: run each call's iterations in one compiled ``tf.while_loop`` that
@@ -45,6 +48,7 @@ class Runtime:
     tensorboard: bool = False
     deterministic: bool = False
     fast_loop: bool = True
+    checkpoint_minutes: float | None = 5.0
 
     def __post_init__(self):
         if isinstance(self.steps_per_execution, bool) or not (
@@ -58,6 +62,12 @@ class Runtime:
             raise ValueError(
                 f"`eval_batch_size` must be an integer >= 1; received {self.eval_batch_size!r}."
             )
+        if self.checkpoint_minutes is not None and (
+                isinstance(self.checkpoint_minutes, bool)
+                or not isinstance(self.checkpoint_minutes, (int, float))
+                or not self.checkpoint_minutes > 0):
+            raise ValueError("`checkpoint_minutes` must be a number of minutes > 0, or None; "
+                             f"received {self.checkpoint_minutes!r}.")
         if self.checkpoint_every is not None:
             object.__setattr__(self, "checkpoint_every",
                                Steps.parse(self.checkpoint_every, "checkpoint_every"))

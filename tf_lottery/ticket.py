@@ -29,10 +29,11 @@ from absl import logging
 
 from tf_lottery import files, masking, paths, pruning
 from tf_lottery.hparams import CONTROLS, PruningHparams, TrainingHparams, derive_seed
-from tf_lottery.training import Runtime, _check_dataset, _Engine
+from tf_lottery.training import Runtime, _check_dataset, _Engine, stop_on_sigterm
 
 __all__ = [
     "LotteryResult",
+    "DivergedError",
     "fit",
 ]
 
@@ -60,7 +61,9 @@ class LotteryResult:
 
     def table(self) -> str:
         """Markdown table: level, weights remaining, early-stopping iteration, test
-        accuracy there and at the end, one row per level and branch."""
+        accuracy there and at the end, one row per level and branch. A branch whose loss
+        became non-finite shows ``diverged at <iteration>``; a final accuracy no better
+        than the most frequent class is marked ``(chance)``."""
         rows = [
             "| level | branch | remaining % | sparsity | early-stop it | test acc @ES | final test acc |",
             "|---:|---|---:|---:|---:|---:|---:|",
@@ -69,10 +72,14 @@ class LotteryResult:
         def row(level, branch, s):
             es = s.get("early_stop_iteration")
             acc = s.get("early_stop_test_accuracy")
+            if s.get("diverged"):
+                es = f"diverged at {s.get('diverged_iteration')}"
+            final = f"{s['final_test_accuracy']:.4f}" + (" (chance)" if s.get("at_chance")
+                                                          else "")
             return (
                 f"| {level} | {branch} | {100 * (1 - s['sparsity']):.1f} | {s['sparsity']:.4f} | "
                 f"{'-' if es is None else es} | {'-' if acc is None else f'{acc:.4f}'} | "
-                f"{s['final_test_accuracy']:.4f} |"
+                f"{final} |"
             )
 
         for level, branches in enumerate(self.levels):
@@ -81,6 +88,28 @@ class LotteryResult:
         for target, summary in sorted(self.one_shot.items()):
             rows.append(row(f"one-shot {target:g}", "lottery", summary))
         return "\n".join(rows)
+
+
+class DivergedError(RuntimeError):
+    """A branch's training loss became non-finite; ``fit`` stops there.
+
+    The branch's summary (``"diverged": true``, ``"diverged_iteration"``) is written and
+    every level finished before it is kept; no mask is computed from its weights.
+    Rerunning the same experiment raises it again: change the hyperparameters (a lower
+    ``learning_rate``, a ``warmup``), which makes another run directory.
+
+    Attributes:
+        level, branch: the branch that diverged.
+        iteration: iterations done when its loss was first non-finite.
+        result: the ``LotteryResult`` up to and including that branch.
+    """
+
+    def __init__(self, level, branch: str, iteration, result: LotteryResult):
+        super().__init__(
+            f"level {level} {branch} diverged: its training loss became non-finite at "
+            f"iteration {iteration}. Lower `learning_rate` or add a `warmup`; finished "
+            f"levels are kept in {result.run_dir}.")
+        self.level, self.branch, self.iteration, self.result = level, branch, iteration, result
 
 
 def _load_finished(branch_dir: paths.BranchDir):
@@ -133,7 +162,13 @@ def fit(
     Returns:
         A ``LotteryResult`` with each level's and branch's summary.
 
+    ``SIGTERM`` during ``fit`` writes a checkpoint of the branch in training and raises
+    ``tf_lottery.training.Preempted``; the rerun resumes from it.
+
     Raises:
+        DivergedError: a branch's training loss became non-finite (after writing its
+            summary); nothing is pruned from its weights.
+        tf_lottery.training.Preempted: on ``SIGTERM``, after the checkpoint.
         ValueError: before any file is written, for inconsistent lengths (a rewind point
             past the budget, ...), a dataset without the needed arrays, or a
             ``model_fn`` that does not return a keras.Model.
@@ -149,7 +184,8 @@ def fit(
     engine = _Engine(model_fn, dataset, training, pruning_hparams, seed, strategy, runtime, augment)
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    return _Driver(engine, pruning_hparams, run_dir).run()
+    with stop_on_sigterm():
+        return _Driver(engine, pruning_hparams, run_dir).run()
 
 
 class _Driver:
@@ -174,6 +210,7 @@ class _Driver:
         files.atomic_write_json(self.dir.results, self.result.to_dict())
 
     def _branch(self, level, branch, branch_dir: paths.BranchDir, **kwargs):
+        """Trains one branch, or reads its summary if it finished."""
         done = _load_finished(branch_dir)
         if done is None:
             logging.info("level %d %s: training", level, branch)
@@ -185,6 +222,20 @@ class _Driver:
                 done["final_test_accuracy"],
             )
         return done
+
+    def _stop_if_diverged(self, level, branch: str, done: dict, so_far: dict,
+                          target: float | None = None) -> None:
+        """Raises ``DivergedError`` (after recording the branch in ``results.json``) when
+        ``done`` is the summary of a diverged branch."""
+        if not done.get("diverged"):
+            return
+        if target is None:
+            self.result.levels.append({**so_far, branch: done})
+        else:
+            self.result.one_shot[target] = done
+        self._write_results()
+        raise DivergedError(level if target is None else f"one-shot {target:g}", branch,
+                            done.get("diverged_iteration"), self.result)
 
     def run(self) -> LotteryResult:
         e, hp, rep = self.engine, self.hp, self.dir
@@ -205,6 +256,7 @@ class _Driver:
             0, "lottery", dense_dir, start=0, end=e.T, weights=theta_0, masks=ones,
             offset=0, frozen=False, capture_at=e.k if e.k > 0 else None, on_capture=capture,
         )
+        self._stop_if_diverged(0, "lottery", dense, {})
         self.result.levels.append({"lottery": dense})
         self._write_results()
         theta_k = theta_0 if e.k == 0 else self._load_weights(rep.rewind_weights)
@@ -231,10 +283,13 @@ class _Driver:
                     level, control, rep.branch(level, control), weights=weights,
                     masks=control_masks, **common,
                 )
-            summaries = {"lottery": self._branch(
+                self._stop_if_diverged(level, control, summaries[control], summaries)
+            lottery = self._branch(
                 level, "lottery", rep.branch(level, "lottery"), weights=start_weights,
                 masks=masks, **common,
-            ), **summaries}
+            )
+            self._stop_if_diverged(level, "lottery", lottery, summaries)
+            summaries = {"lottery": lottery, **summaries}
             self.result.levels.append(summaries)
             self._write_results()
             previous = self._load_weights(rep.branch(level, "lottery").final_weights)
@@ -249,10 +304,12 @@ class _Driver:
                     self.model, target, hp, reference_weights=reference,
                     seed=derive_seed(e.seed, "one_shot", target))
             start_weights = theta_k if hp.retrain == "rewind" else dense_final
-            self.result.one_shot[target] = self._branch(
+            done = self._branch(
                 -1, "one_shot", out, start=e.k, end=e.T, weights=start_weights, masks=masks,
                 offset=e.T if hp.retrain == "finetune" else e.k, frozen=hp.retrain == "finetune",
             )
+            self._stop_if_diverged(-1, "lottery", done, {}, target=target)
+            self.result.one_shot[target] = done
             self._write_results()
         return self.result
 

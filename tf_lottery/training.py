@@ -28,12 +28,16 @@ from tf_lottery import files, masking, paths
 from tf_lottery.hparams import PruningHparams, Steps, TrainingHparams, derive_seed
 from tf_lottery.layers import is_masked
 from tf_lottery.optimizers import StepSchedule, build_optimizer
+from tf_lottery.preemption import STOP, Preempted, stop_on_sigterm
 from tf_lottery.runtime import Runtime
+from tf_lottery.summary import branch_summary, chance_accuracy
 
 __all__ = [
     "Runtime",  # re-exported from tf_lottery.runtime: what a Trainer is given
     "StepSchedule",  # re-exported from tf_lottery.optimizers
     "Trainer",
+    "Preempted",  # re-exported from tf_lottery.preemption
+    "stop_on_sigterm",
     "METRIC_COLUMNS",
 ]
 
@@ -86,6 +90,9 @@ class _Engine:
         self.checkpoint_every = (
             ckpt.iterations(spe) if ckpt is not None else 10 * self.E
         )
+        minutes = runtime.checkpoint_minutes
+        self.checkpoint_seconds = None if minutes is None else 60.0 * minutes
+        self.chance_accuracy, self.chance_threshold = chance_accuracy(dataset.y_test)
         # S need not divide E, T or k: train_branch gives a chunk that S does not divide
         # a batch stream ending at its boundary, where the compiled loop stops early.
         self.S = min(runtime.steps_per_execution, self.T)
@@ -208,7 +215,9 @@ class _Engine:
         """Makes the compiled loops of the fast path.
 
         ``_train_loop(start, count)`` trains iterations ``[start, start + count)`` in one
-        call of a compiled function (XLA with ``jit_compile``) and returns the logs;
+        call of a compiled function (XLA with ``jit_compile``) and returns the logs, the
+        iterations done and whether the loss stayed finite (it stops after the first
+        non-finite loss);
         ``_eval_loop(first, count)`` and ``_eval_last(first, size)`` run ``test_step``
         on ``count`` full evaluation batches and on the last, smaller one.
 
@@ -226,12 +235,16 @@ class _Engine:
 
         @tf.function(jit_compile=model.jit_compile, reduce_retracing=True)
         def loop(start, count):
-            def body(i):
-                model.train_step(self.batch(start + tf.cast(i, tf.int64)))
-                return (i + 1,)
+            # Stops after the first step whose loss is non-finite (Keras's TerminateOnNaN
+            # inside the loop): the running mean loss is non-finite from that step on.
+            def body(i, finite):
+                logs = model.train_step(self.batch(start + tf.cast(i, tf.int64)))
+                return i + 1, tf.math.is_finite(logs["loss"])
 
-            tf.while_loop(lambda i: i < count, body, (tf.constant(0, tf.int32),))
-            return model.get_metrics_result()
+            done, finite = tf.while_loop(
+                lambda i, finite: tf.logical_and(i < count, finite), body,
+                (tf.constant(0, tf.int32), tf.constant(True)))
+            return model.get_metrics_result(), done, finite
 
         bs = self.runtime.eval_batch_size
 
@@ -330,7 +343,8 @@ class _Engine:
         else:
             step, rows = state["step"], state["rows"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
-            logging.info("%s: resuming at iteration %d", out_dir, step)
+            logging.info("resuming level %d %s from iteration %d (%s)", level, branch, step,
+                         out_dir)
         self.set_schedule(offset, frozen)
         callbacks = self._callbacks(out_dir)
         if not rows:
@@ -338,24 +352,42 @@ class _Engine:
             rows.append({"iteration": start, "train_loss": float("nan"),
                          "train_accuracy": float("nan"), **self.evaluate()})
             eval_seconds += time.perf_counter() - t0
-        iterator = None  # the batch stream to `end`, positioned at `step`
-        last_checkpoint = step
-        while step < end:
+        mid_period = state is not None and state.get("metric_variables") is not None
+        if mid_period:  # resumed between two evaluations: the period's running metrics
+            for variable, value in zip(model.metrics_variables, state["metric_variables"]):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+        iterator = None  # the batch stream to `end` (Keras's path), positioned at `step`
+        last_checkpoint, last_checkpoint_time = step, time.monotonic()
+        diverged = None
+
+        def checkpoint(at: int, partial: bool):
+            nonlocal last_checkpoint, last_checkpoint_time
+            self._save_checkpoint(out_dir, at, rows, train_seconds, eval_seconds,
+                                  partial=partial)
+            last_checkpoint, last_checkpoint_time = at, time.monotonic()
+
+        def stop_or_checkpoint(at: int, partial: bool):
+            """At a chunk or period boundary: a checkpoint when SIGTERM came (then
+            ``Preempted``) or when ``checkpoint_minutes`` have passed since the last one."""
+            if out_dir is None or at >= end:
+                return
+            if STOP.requested:
+                checkpoint(at, partial)
+                raise Preempted(level, branch, at, out_dir)
+            if (self.checkpoint_seconds is not None
+                    and time.monotonic() - last_checkpoint_time >= self.checkpoint_seconds):
+                checkpoint(at, partial)
+
+        stop_or_checkpoint(step, mid_period)
+        while step < end and diverged is None:
             boundary = min(end, start + ((step - start) // self.E + 1) * self.E)
             if capture_at is not None and step < capture_at < boundary:
                 boundary = capture_at
             t0 = time.perf_counter()
-            model.reset_metrics()
-            logs = None
-            if self.fast_loop:
-                at = step
-                while at < boundary:
-                    count = min(self.S, boundary - at)
-                    logs = self._train_loop(
-                        tf.constant(at, tf.int64), tf.constant(count, tf.int32)
-                    )
-                    at += count
-            else:
+            if not mid_period:
+                model.reset_metrics()
+            mid_period = False
+            if not self.fast_loop:
                 # A call runs S iterations or stops early where its stream runs out: a
                 # chunk that S does not divide (before `end`) gets a stream of its own.
                 if (boundary - step) % self.S and boundary < end:
@@ -364,25 +396,49 @@ class _Engine:
                     if iterator is None:
                         iterator = self.train_iterator(step, end)
                     stream = iterator
-                for _ in range(-(-(boundary - step) // self.S)):
+            while step < boundary:
+                count = min(self.S, boundary - step)
+                if self.fast_loop:
+                    logs, done, finite = self._train_loop(
+                        tf.constant(step, tf.int64), tf.constant(count, tf.int32))
+                    step += int(done)
+                else:
                     logs = model.train_function(stream)
-            train = {k: float(v) for k, v in logs.items()}
+                    step += count
+                train = {k: float(v) for k, v in logs.items()}
+                if not math.isfinite(train["loss"]):
+                    diverged = step
+                    break
+                if step < boundary:
+                    train_seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    stop_or_checkpoint(step, partial=True)
             train_seconds += time.perf_counter() - t0
-            step = boundary
-            if capture_at is not None and step == capture_at:
+            if capture_at is not None and step == capture_at and diverged is None:
                 on_capture()
-            if (step - start) % self.E == 0 or step == end:
+            if (step - start) % self.E == 0 or step == end or diverged is not None:
                 t0 = time.perf_counter()
                 row = {"iteration": step, "train_loss": train["loss"],
                        "train_accuracy": train["accuracy"], **self.evaluate()}
                 eval_seconds += time.perf_counter() - t0
                 rows.append(row)
                 callbacks.on_epoch_end(step, {k: v for k, v in row.items() if k != "iteration"})
-                if out_dir and step < end and step - last_checkpoint >= self.checkpoint_every:
-                    self._save_checkpoint(out_dir, step, rows, train_seconds, eval_seconds)
-                    last_checkpoint = step
+                if diverged is None:
+                    if out_dir and step < end and step - last_checkpoint >= self.checkpoint_every:
+                        checkpoint(step, partial=False)
+                    stop_or_checkpoint(step, partial=False)
         callbacks.on_train_end()
-        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds)
+        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds,
+                                diverged)
+        if diverged is not None:
+            logging.error("level %d %s: the training loss became non-finite at iteration %d; "
+                          "the branch stops there.", level, branch, diverged)
+        elif summary["at_chance"]:
+            logging.warning(
+                "level %d %s ended at chance accuracy: final test accuracy %.4f, no better "
+                "than predicting the most frequent class (%.4f). Check the learning rate "
+                "and warmup.", level, branch, summary["final_test_accuracy"],
+                summary["chance_accuracy"])
         if out_dir is None:
             return {**summary, "metrics": rows}
         files.write_csv(branch_dir.metrics, METRIC_COLUMNS, rows)
@@ -403,39 +459,18 @@ class _Engine:
         cb.on_train_begin()
         return cb
 
-    def _summary(self, rows, level, branch, start, end, train_seconds, eval_seconds):
-        report = masking.sparsity_report(self.model)
-        final = rows[-1]
-        trained = [r for r in rows if r["iteration"] > start] or rows
-        es = None
-        if not math.isnan(trained[0]["val_loss"]):
-            es = min(trained, key=lambda r: (r["val_loss"], r["iteration"]))
-        return {
-            "level": level,
-            "branch": branch,
-            "sparsity": report.sparsity,
-            "weights_remaining": 1 - report.sparsity,
-            "weights": report.weights,
-            "alive": report.alive,
-            "layer_sparsity": {k: s.sparsity for k, s in report.layers.items()},
-            "start_iteration": start,
-            "end_iteration": end,
-            "early_stop_iteration": None if es is None else es["iteration"],
-            "early_stop_val_loss": None if es is None else es["val_loss"],
-            "early_stop_val_accuracy": None if es is None else es["val_accuracy"],
-            "early_stop_test_accuracy": None if es is None else es["test_accuracy"],
-            "final_train_loss": final["train_loss"],
-            "final_train_accuracy": final["train_accuracy"],
-            "final_val_loss": final["val_loss"],
-            "final_val_accuracy": final["val_accuracy"],
-            "final_test_loss": final["test_loss"],
-            "final_test_accuracy": final["test_accuracy"],
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
-        }
+    def _summary(self, rows, level, branch, start, end, train_seconds, eval_seconds,
+                 diverged=None):
+        return branch_summary(
+            rows, masking.sparsity_report(self.model), level=level, branch=branch,
+            start=start, end=end, train_seconds=train_seconds, eval_seconds=eval_seconds,
+            diverged=diverged, chance=(self.chance_accuracy, self.chance_threshold))
 
     # ---------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds):
+    def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds, *,
+                         partial: bool = False):
+        """Writes the resume state at ``step``; ``partial``: between two evaluations, so
+        the period's running training metrics are kept too."""
         branch_dir = paths.BranchDir(out_dir)
         weights = branch_dir.checkpoint_weights(step)
         name = os.path.basename(weights)  # checkpoint.json names it relative to the branch
@@ -449,6 +484,8 @@ class _Engine:
             "eval_seconds": eval_seconds,
             "other_variables": [v.numpy().tolist() for v in self._other_variables()],
             "schedule": [int(self.schedule.offset.numpy()), int(self.schedule.frozen.numpy())],
+            "metric_variables": [v.numpy().tolist() for v in self.model.metrics_variables]
+            if partial else None,
         })
         keep = {branch_dir.checkpoint, weights}
         for old in branch_dir.checkpoint_files():

@@ -6,7 +6,9 @@
 Turns the flags into ``ExperimentHparams``, checks everything (flags, data, strategy)
 before creating any directory, then runs ``tf_lottery.experiment.run_experiment`` and
 prints the results table. Bad input exits with code 2 and a one-line message naming the
-flag. Rerunning the same command resumes the run. The run directory is
+flag; a branch whose training loss becomes non-finite stops the run with exit code 1
+(finished levels are kept); ``SIGTERM`` writes a checkpoint of the branch in training
+and exits with 143. Rerunning the same command resumes the run. The run directory is
 ``<run_root>/<model>_<dataset>_<hash>/`` (see ``tf_lottery.paths``): ``hparams.json``,
 ``flags.txt`` (a flagfile that reruns the experiment) and ``replicate_<r>/``.
 """
@@ -18,7 +20,7 @@ import sys
 from absl import app, flags, logging
 
 from tf_lottery.cli import experiment_flags as ef
-from tf_lottery.cli.errors import HELP_FLAGS, UsageError, exit_with, usage_errors
+from tf_lottery.cli.errors import HELP_FLAGS, UsageError, exit_with, translate, usage_errors
 
 __all__ = ["USAGE", "main", "run"]
 
@@ -32,6 +34,9 @@ flagfile: --prune_rate_output=none.
 """
 
 FLAGS = ef.FLAGS
+#: Exit code after SIGTERM (128 + 15, as a shell reports a process SIGTERM ended), once
+#: the checkpoint of the branch in training is written.
+PREEMPTED_EXIT_CODE = 143
 #: Analyses ``--analyses`` may run inside the experiment (transfer needs a target).
 IN_RUN_ANALYSES = ("instability", "noise", "one_shot")
 
@@ -58,10 +63,21 @@ def main(argv) -> int:
     keras.mixed_precision.set_global_policy(hp.precision)
     where = experiment.Experiment.at(hp, FLAGS.run_root, FLAGS.replicate)
     logging.info("run directory: %s", where.replicate.path)
-    with usage_errors(ef.FLAG_NAMES):
-        result = experiment.run_experiment(
-            hp, FLAGS.run_root, replicate=FLAGS.replicate, dataset=dataset, runtime=runtime,
-            strategy=strategy, flags_text=ef.flagfile_text())
+    from tf_lottery.ticket import DivergedError
+    from tf_lottery.training import Preempted
+
+    try:
+        with usage_errors(ef.FLAG_NAMES):
+            result = experiment.run_experiment(
+                hp, FLAGS.run_root, replicate=FLAGS.replicate, dataset=dataset,
+                runtime=runtime, strategy=strategy, flags_text=ef.flagfile_text())
+    except DivergedError as err:
+        print(f"\nResults ({where.replicate.path}):\n{err.result.table()}")
+        print(f"error: {translate(str(err), ef.FLAG_NAMES)}", file=sys.stderr)
+        return 1
+    except Preempted as err:
+        print(f"error: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     print(f"\nResults ({where.replicate.path}):\n{result.table()}")
     if FLAGS.analyses:
         from tf_lottery import analysis

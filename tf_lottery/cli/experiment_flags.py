@@ -137,6 +137,9 @@ flags.DEFINE_bool("fast_loop", True, "Train and evaluate in compiled loops over 
 flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.")
 _optional(flags.ArgumentParser(), "checkpoint_every", "Checkpoint period within a level "
           "(default: 10 evaluation periods).")
+flags.DEFINE_float("checkpoint_minutes", 5.0, "Also checkpoint the level in progress every "
+                   "this many minutes of wall time, so a killed run loses at most about "
+                   "that much (0: only --checkpoint_every).")
 
 #: The experiment's flags, in the order ``flags.txt`` lists them.
 EXPERIMENT_FLAGS = (
@@ -147,7 +150,7 @@ EXPERIMENT_FLAGS = (
     "prune_rate_output", "criterion", "rewind", "retrain", "controls", "one_shot", "exclude",
     "seed", "replicate", "run_root", "distribution", "tpu", "cpu_devices", "precision",
     "deterministic", "tensorboard", "jit_compile", "steps_per_execution", "eval_batch_size",
-    "checkpoint_every", "fast_loop", "analyses",
+    "checkpoint_every", "checkpoint_minutes", "fast_loop", "analyses",
 ) + GRADINIT_FIELDS  # GradInit's are None unless set, so absent from other runs' flags.txt
 
 #: Library argument -> flag, for the arguments whose flag has another name or that
@@ -245,6 +248,7 @@ def runtime():
             eval_batch_size=FLAGS.eval_batch_size, checkpoint_every=FLAGS.checkpoint_every,
             tensorboard=FLAGS.tensorboard, deterministic=FLAGS.deterministic,
             fast_loop=FLAGS.fast_loop,
+            checkpoint_minutes=FLAGS.checkpoint_minutes or None,
         )
 
 

@@ -23,7 +23,13 @@ names come from ``tf_lottery.paths.ReportFiles``; the command line is
   ``<replicate>/analysis/<name>.json`` (see ``tf_lottery.analysis``).
 * ``report.md``: the tables behind every plot (numbers are the runs' ``summary.json``
   values, rounded for display) and the hyperparameters; ``report.json``: the same
-  numbers at full precision.
+  numbers at full precision. A ``Warnings`` section at the top lists every branch whose
+  training diverged (``summary.json``'s ``"diverged"``: the training loss became
+  non-finite, at ``"diverged_iteration"``) or ended at chance accuracy (``"at_chance"``:
+  final test accuracy no better than ``"chance_accuracy"``, the majority-class fraction
+  of the test split), and the tables mark their rows (``diverged at 40``, ``at
+  chance``). Summaries written before these keys existed report as before. NaN metrics
+  (a diverged branch, no validation split) are drawn as gaps and shown as ``-``.
 
 An unfinished run is reported as far as it got: every finished branch is read directly,
 so ``results.json`` is not needed, and branches still training are listed with the
@@ -44,7 +50,8 @@ import os
 import numpy as np
 
 from tf_lottery import files, paths
-from tf_lottery.report.collect import Replicate, Run, load_runs, read_replicate
+from tf_lottery.report.collect import (Replicate, Run, branch_warnings, load_runs,
+                                      read_replicate)
 from tf_lottery.report.markdown import report_markdown
 from tf_lottery.report.plots import (
     plot_accuracy,
@@ -91,9 +98,30 @@ def _check_levels(levels) -> list[int] | None:
     return checked
 
 
+def _warnings(run: Run) -> list[dict]:
+    """The branches of a run that diverged or ended at chance accuracy (the ``Warnings``
+    of ``report.md``): ``{"replicate", "level", "branch", "diverged",
+    "diverged_iteration", "at_chance", "final_test_accuracy", "chance_accuracy"}``."""
+    out = []
+    for replicate in run.replicates:
+        found = [(level, branch, s) for level, branches in replicate.levels.items()
+                 for branch, s in branches.items()]
+        found += [(target, "one_shot", s) for target, s in replicate.one_shot.items()]
+        for level, branch, s in found:
+            if branch_warnings(s):
+                out.append({"replicate": replicate.path, "level": level, "branch": branch,
+                            "diverged": bool(s.get("diverged")),
+                            "diverged_iteration": s.get("diverged_iteration"),
+                            "at_chance": bool(s.get("at_chance")),
+                            "final_test_accuracy": s.get("final_test_accuracy"),
+                            "chance_accuracy": s.get("chance_accuracy")})
+    return out
+
+
 def _report_json(run_list: list[Run], written: dict[str, str]) -> dict:
     """The content of ``report.json``: every run's replicates as read, at full precision,
-    its ``aggregate`` rows, and the base names of the files written."""
+    its ``aggregate`` rows, its ``warnings`` (branches that diverged or ended at chance
+    accuracy), and the base names of the files written."""
     return {
         "runs": [{
             "path": run.path, "label": run.label, "hparams": run.hparams,
@@ -102,6 +130,7 @@ def _report_json(run_list: list[Run], written: dict[str, str]) -> dict:
                             "in_progress": r.in_progress, "tfmot": r.tfmot,
                             "analyses": r.analyses} for r in run.replicates],
             "aggregated": aggregate(run),
+            "warnings": _warnings(run),
         } for run in run_list],
         "files": {k: os.path.basename(v) for k, v in written.items()},
     }

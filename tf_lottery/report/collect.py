@@ -20,6 +20,7 @@ __all__ = [
     "Run",
     "analysis_entries",
     "branch_key",
+    "branch_warnings",
     "flatten",
     "format_value",
     "load_runs",
@@ -33,6 +34,22 @@ BRANCH_ORDER = ("lottery", "reinit", "random_prune", "one_shot", "tfmot_gmp")
 def branch_key(branch: str):
     """Sort key of a branch name: ``BRANCH_ORDER`` first, then alphabetical."""
     return (BRANCH_ORDER.index(branch) if branch in BRANCH_ORDER else len(BRANCH_ORDER), branch)
+
+
+def branch_warnings(summary: dict) -> dict:
+    """What went wrong in a branch's training, from its ``summary.json``:
+    ``{"diverged": iteration or None}`` when the training loss became non-finite
+    (``"diverged"`` true; ``diverged_iteration``: iterations done then, ``None`` if
+    unknown) and ``{"at_chance": (final test accuracy, chance accuracy)}`` when the
+    final test accuracy is no better than always predicting the most frequent test class
+    (``"at_chance"`` true). ``{}`` for a healthy branch and for summaries written before
+    these keys existed."""
+    out = {}
+    if summary.get("diverged"):
+        out["diverged"] = summary.get("diverged_iteration")
+    if summary.get("at_chance"):
+        out["at_chance"] = (summary.get("final_test_accuracy"), summary.get("chance_accuracy"))
+    return out
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ __all__ = [
     "RUN_LINESTYLES",
     "RUN_MARKERS",
     "figure",
+    "finite_values",
     "line_style",
     "remaining_axis",
     "save",
@@ -91,33 +92,44 @@ def line_style(run_index: int, n_runs: int, branch: str) -> dict:
     return style
 
 
+def finite_values(values) -> list[float]:
+    """The finite numbers of ``values`` as floats (``None``, NaN and inf left out)."""
+    return [float(v) for v in values if v is not None and np.isfinite(v)]
+
+
 def zoom_floor(curves) -> tuple[float, float] | None:
-    """``(bottom, top)`` of a y axis that skips the first evaluations (near chance)."""
+    """``(bottom, top)`` of a y axis that skips the first evaluations (near chance);
+    non-finite values (a diverged branch) are ignored, ``None`` when none is left."""
     late = []
     for curve in curves:
         its = curve["iteration"]
         if not its:
             continue
         cut = its[0] + 0.05 * (its[-1] - its[0])
-        late += [v for i, v in zip(its, curve["min"]) if i >= cut]
-    if not late:
+        late += finite_values(v for i, v in zip(its, curve["min"]) if i >= cut)
+    high = finite_values(v for curve in curves for v in curve["max"])
+    if not late or not high:
         return None
-    low = min(late)
-    high = max(v for curve in curves for v in curve["max"])
-    return max(0.0, low - 0.02), min(1.0, high + 0.01)
+    return max(0.0, min(late) - 0.02), min(1.0, max(high) + 0.01)
 
 
 def smooth(values, window: int) -> list[float]:
-    """Centered moving average over ``window`` points (shrinking at the ends)."""
+    """Centered moving average over ``window`` points (shrinking at the ends) of the
+    finite values; a non-finite point stays NaN (a gap in the line) and does not spread
+    to its neighbours."""
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < 3:
         return values.tolist()
+    finite = np.isfinite(values)
     half = window // 2
-    sums = np.concatenate([[0.0], np.cumsum(values)])
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
     idx = np.arange(len(values))
     low = np.maximum(idx - half, 0)
     high = np.minimum(idx + half + 1, len(values))
-    return ((sums[high] - sums[low]) / (high - low)).tolist()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (sums[high] - sums[low]) / (counts[high] - counts[low])
+    return np.where(finite, out, np.nan).tolist()
 
 
 def window(length: int, smooth: int) -> int:

@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from tf_lottery.report import stats
-from tf_lottery.report.collect import Run, analysis_entries, branch_key, flatten, format_value
+from tf_lottery.report.collect import (Run, analysis_entries, branch_key, branch_warnings,
+                                      flatten, format_value)
 from tf_lottery.report.stats import isnan
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "report_markdown",
     "run_markdown",
     "table",
+    "warning_marker",
+    "warnings_markdown",
 ]
 
 #: The alt text of each plot in ``report.md``.
@@ -38,16 +41,74 @@ CAPTIONS = {
 
 
 def report_markdown(run_list: list[Run], plots: dict[str, str], levels=None) -> str:
-    """The text of ``report.md``: the runs, a link to each plot written (``plots``:
+    """The text of ``report.md``: the runs, the warnings (``warnings_markdown``: branches
+    that diverged or ended at chance accuracy), a link to each plot written (``plots``:
     ``{name: path}``, linked by base name, in that order) and ``run_markdown`` of every
     run (learning-curve tables at ``levels``, ints or ``None``)."""
     md = ["# Lottery-ticket report", "",
           "Runs: " + ", ".join(f"`{run.path}`" for run in run_list), ""]
+    md += warnings_markdown(run_list)
     for kind, file in plots.items():
         md += [f"![{CAPTIONS[kind]}]({os.path.basename(file)})", ""]
     for run in run_list:
         md += run_markdown(run, levels)
     return "\n".join(md).rstrip() + "\n"
+
+
+def _branches(run: Run):
+    """``(replicate, level, branch, summary)`` of every finished branch of a run, one-shot
+    tickets (branch ``"one_shot"``, level the target sparsity) last."""
+    for replicate in run.replicates:
+        for level, branches in replicate.levels.items():
+            for branch, summary in branches.items():
+                yield replicate, level, branch, summary
+        for target, summary in replicate.one_shot.items():
+            yield replicate, target, "one_shot", summary
+
+
+def warning_marker(summary: dict) -> str:
+    """The mark of a branch in the tables: ``"diverged at <iteration>"``, ``"at
+    chance"``, both (``"; "``-joined), or ``""`` (see ``collect.branch_warnings``)."""
+    found = branch_warnings(summary)
+    marks = []
+    if "diverged" in found:
+        marks.append("diverged" + ("" if found["diverged"] is None
+                                   else f" at {found['diverged']}"))
+    if "at_chance" in found:
+        marks.append("at chance")
+    return "; ".join(marks)
+
+
+def warnings_markdown(run_list: list[Run]) -> list[str]:
+    """The ``## Warnings`` section of ``report.md``: every branch whose training loss
+    became non-finite (``summary.json``'s ``"diverged"``: level, branch, iteration) and
+    every branch that ended at chance accuracy (``"at_chance"``: final test accuracy vs
+    the majority-class fraction of the test split). No lines when there are none
+    (summaries written before these keys existed have none)."""
+    lines = []
+    for run in run_list:
+        where = f"`{run.label}` " if len(run_list) > 1 else ""
+        for replicate, level, branch, summary in _branches(run):
+            found = branch_warnings(summary)
+            what = (f"one-shot ticket {level:.4f}" if branch == "one_shot"
+                    else f"level {level} {branch}")
+            name = f"- {where}`{os.path.basename(replicate.path)}` {what}"
+            if "diverged" in found:
+                iteration = found["diverged"]
+                lines.append(f"{name}: **diverged**" + (
+                    "" if iteration is None else f" at iteration {iteration}")
+                    + ": the training loss became non-finite and training stopped there; "
+                    "its final metrics are those of the diverged network.")
+            if "at_chance" in found:
+                accuracy, chance = found["at_chance"]
+                lines.append(f"{name}: **at chance**: final test accuracy {fmt(accuracy)} vs "
+                             f"chance {fmt(chance)} (always predicting the most frequent "
+                             "test class).")
+    if not lines:
+        return []
+    return ["## Warnings", "", "Branches whose training went wrong (check the learning "
+            "rate, warmup and data); their rows are marked in the tables below.", ""] \
+        + lines + [""]
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -112,23 +173,23 @@ def run_markdown(run: Run, curve_levels) -> list[str]:
            "Per replicate, from each branch's `summary.json`. Sparsity is the fraction of "
            "prunable weights pruned; the early-stopping iteration is the iteration of "
            "minimum validation loss, and *test acc @ES* the test accuracy there.", ""]
-    rows = []
-    for replicate in run.replicates:
-        name = os.path.basename(replicate.path)
-        entries = [(level, branch, s) for level, branches in replicate.levels.items()
-                   for branch, s in branches.items()]
-        entries += [(target, "one_shot", s) for target, s in replicate.one_shot.items()]
-        for level, branch, s in entries:
-            rows.append([name, level_name(level, branch), branch,
-                         fmt(100 * s["weights_remaining"], 2) if "weights_remaining" in s
-                         else fmt(100 * (1 - s["sparsity"]), 2),
-                         fmt(s["sparsity"]), fmt(s.get("early_stop_iteration")),
-                         fmt(s.get("early_stop_test_accuracy")),
-                         fmt(s.get("final_test_accuracy")),
-                         fmt(s.get("train_seconds"), 0)])
-    md += table(["replicate", "level", "branch", "remaining %", "sparsity", "early-stop it",
-                  "test acc @ES", "final test acc", "train s"], rows,
-                 ["---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"])
+    rows, marks = [], []
+    for replicate, level, branch, s in _branches(run):
+        rows.append([os.path.basename(replicate.path), level_name(level, branch), branch,
+                     fmt(100 * s["weights_remaining"], 2) if "weights_remaining" in s
+                     else fmt(100 * (1 - s["sparsity"]), 2),
+                     fmt(s["sparsity"]), fmt(s.get("early_stop_iteration")),
+                     fmt(s.get("early_stop_test_accuracy")),
+                     fmt(s.get("final_test_accuracy")),
+                     fmt(s.get("train_seconds"), 0)])
+        marks.append(warning_marker(s))
+    header = ["replicate", "level", "branch", "remaining %", "sparsity", "early-stop it",
+              "test acc @ES", "final test acc", "train s"]
+    align = ["---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"]
+    if any(marks):  # a warning column only when a branch diverged or ended at chance
+        rows = [row + [mark or "-"] for row, mark in zip(rows, marks)]
+        header, align = header + ["warning"], align + ["---"]
+    md += table(header, rows, align)
     md.append("")
     pending = [(os.path.basename(r.path), p) for r in run.replicates for p in r.in_progress]
     if pending:
@@ -142,15 +203,26 @@ def run_markdown(run: Run, curve_levels) -> list[str]:
     if len(run.replicates) > 1:
         md += ["### Over replicates (plotted)", "", "mean [min, max] over the replicates "
                "that finished each branch.", ""]
-        md += table(
-            ["level", "branch", "n", "remaining %", "early-stop it", "test acc @ES",
-             "final test acc"],
-            [[level_name(r["level"], r["branch"]), r["branch"], r["n"],
-              fmt(100 * r["weights_remaining"], 2),
-              fmt_stats(r["early_stop_iteration"], integer=True),
-              fmt_stats(r["early_stop_test_accuracy"]), fmt_stats(r["final_test_accuracy"])]
-             for r in aggregated],
-            ["---:", "---", "---:", "---:", "---:", "---:", "---:"])
+        counts: dict[tuple, dict[str, int]] = {}
+        for _, level, branch, s in _branches(run):
+            for kind in branch_warnings(s):
+                found = counts.setdefault((branch, level), {})
+                found[kind] = found.get(kind, 0) + 1
+        rows = [[level_name(r["level"], r["branch"]), r["branch"], r["n"],
+                 fmt(100 * r["weights_remaining"], 2),
+                 fmt_stats(r["early_stop_iteration"], integer=True),
+                 fmt_stats(r["early_stop_test_accuracy"]), fmt_stats(r["final_test_accuracy"])]
+                for r in aggregated]
+        header = ["level", "branch", "n", "remaining %", "early-stop it", "test acc @ES",
+                  "final test acc"]
+        align = ["---:", "---", "---:", "---:", "---:", "---:", "---:"]
+        if counts:  # how many of the n replicates diverged or ended at chance
+            for row, r in zip(rows, aggregated):
+                found = counts.get((r["branch"], r["level"]), {})
+                row.append(", ".join(f"{n} {kind.replace('_', ' ')}"
+                                     for kind, n in sorted(found.items())) or "-")
+            header, align = header + ["warnings"], align + ["---"]
+        md += table(header, rows, align)
         md.append("")
     tfmot = [(os.path.basename(r.path), p) for r in run.replicates for p in r.tfmot]
     if tfmot:

@@ -236,11 +236,13 @@ def plot_layer_sparsity(run_list: list[Run], path: str) -> str | None:
 def plot_one_shot(run_list: list[Run], path: str) -> str | None:
     """One-shot vs iterative pruning at matched sparsities: test accuracy at early
     stopping (left) and early-stopping iteration (right) vs weights remaining. ``None``
-    when no run has one-shot tickets."""
+    when no run has one-shot tickets, or none has an early-stopping point (no validation
+    split)."""
     if not any(r.one_shot for run in run_list for r in run.replicates):
         return None
     fig, axes = figures.figure(ncols=2, width=6.0)
     remaining = []
+    drawn = False
     for ax, metric, ylabel in (
             (axes[0, 0], "early_stop_test_accuracy", "test accuracy at early stopping"),
             (axes[0, 1], "early_stop_iteration", "early-stopping iteration")):
@@ -258,6 +260,7 @@ def plot_one_shot(run_list: list[Run], path: str) -> str | None:
                 label = f"{run.label}: {name}" if len(run_list) > 1 else name
                 ax.plot(x, [r[metric]["mean"] for r in points], label=label, markersize=4,
                         **style)
+                drawn = True
                 if any(r[metric]["n"] > 1 for r in points):
                     ax.fill_between(x, [r[metric]["min"] for r in points],
                                     [r[metric]["max"] for r in points],
@@ -268,7 +271,10 @@ def plot_one_shot(run_list: list[Run], path: str) -> str | None:
 
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if not drawn:  # no early-stopping point (no validation split): nothing to compare
+        return None
     fig.suptitle("One-shot vs iterative pruning")
     return figures.save(fig, path)
 
@@ -398,9 +404,11 @@ def plot_transfer(run_list: list[Run], path: str) -> str | None:
             bars = ax.bar(xs, ys, width=width, label=method.replace("_", " "), color=f"C{m}")
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(groups)), list(groups))
-    values = [e["early_stop_test_accuracy"] if e.get("early_stop_test_accuracy") is not None
-              else e["final_test_accuracy"] for _, _, e in entries]
-    ax.set_ylim(max(0.0, min(values) - 0.1), min(1.0, max(values) + 0.05))
+    values = figures.finite_values(e["early_stop_test_accuracy"]
+                                   if e.get("early_stop_test_accuracy") is not None
+                                   else e["final_test_accuracy"] for _, _, e in entries)
+    if values:  # NaN accuracies (a diverged training) are left out of the limits
+        ax.set_ylim(max(0.0, min(values) - 0.1), min(1.0, max(values) + 0.05))
     ax.set_ylabel("test accuracy at early stopping (target)")
     ax.set_title("Ticket transfer")
     ax.legend(fontsize=8)
