@@ -155,6 +155,7 @@ def test_sigterm_checkpoints_mid_level_and_the_rerun_ends_the_same(tmp_path, uni
     process = cli(*args, wait=False)
     _wait_for(str(tmp_path / "*" / "replicate_0" / "level_1" / "lottery" / "mask.npz"),
               process)
+    time.sleep(1.0)  # level 1 trains 20,000 iterations (seconds): the signal comes inside
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143, out + err
@@ -162,7 +163,8 @@ def test_sigterm_checkpoints_mid_level_and_the_rerun_ends_the_same(tmp_path, uni
     assert len(errors) == 1 and "stopped by SIGTERM during level 1 lottery" in errors[0]
     (branch,) = glob.glob(str(tmp_path / "*" / "replicate_0" / "level_1" / "lottery"))
     state = files.read_json(paths.BranchDir(branch).checkpoint)
-    assert 0 < state["step"] < 20000 and not os.path.exists(paths.BranchDir(branch).summary)
+    # Usually between two evaluations (the period's running metrics are in the checkpoint).
+    assert 0 <= state["step"] < 20000 and not os.path.exists(paths.BranchDir(branch).summary)
     assert f"at iteration {state['step']}" in errors[0]
 
     resumed = cli(*args)
