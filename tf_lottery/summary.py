@@ -38,7 +38,9 @@ def branch_summary(rows: list[dict], report, *, level: int, branch: str, start: 
         level, branch: which branch (``level`` -1: a one-shot ticket or an analysis).
         start, end: the iterations trained, ``[start, end)``.
         train_seconds, eval_seconds: wall time spent training and evaluating.
-        diverged: iterations done when the training loss became non-finite, or None.
+        diverged: iterations done at the end of the compiled call (at most
+            ``Runtime.steps_per_execution`` iterations) in which the training loss
+            became non-finite, or None.
         chance: ``chance_accuracy`` of the test split.
 
     Returns:

@@ -100,7 +100,8 @@ class DivergedError(RuntimeError):
 
     Attributes:
         level, branch: the branch that diverged.
-        iteration: iterations done when its loss was first non-finite.
+        iteration: iterations done at the end of the compiled call (at most
+            ``steps_per_execution`` iterations) in which its loss became non-finite.
         result: the ``LotteryResult`` up to and including that branch.
     """
 
