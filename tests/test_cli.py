@@ -18,15 +18,18 @@ PACKAGE = os.path.join(ROOT, "tf_lottery")
 # of a refactor.
 PRESET_RUN_NAMES = {
     "conv2.flags": "conv2_cifar10_7f5284311d",
+    "conv2_dropout.flags": "conv2_cifar10_b0e46fe3e2",
     "conv4.flags": "conv4_cifar10_ff73b4adbf",
+    "conv4_dropout.flags": "conv4_cifar10_45d9c97988",
     "conv6.flags": "conv6_cifar10_ca671c1e39",
+    "conv6_dropout.flags": "conv6_cifar10_569c27cfef",
     "lenet300_100.flags": "lenet_300_100_mnist_8bfed9f676",
     "lenet300_100_fashion.flags": "lenet_300_100_fashion_mnist_69d67b267c",
     "lenet300_100_initializers.flags": "lenet_300_100_fashion_mnist_7aaee6fa17",
     "quickstart.flags": "lenet_300_100_fashion_mnist_5e11467130",
-    "resnet20.flags": "resnet20_cifar10_7ece1c2f3b",
-    "vgg19.flags": "vgg19_cifar10_40c4ec59bf",
-    "vgg19_gradinit.flags": "vgg19_cifar10_20c172cc74",
+    "resnet20.flags": "resnet20_cifar10_465bdb8f98",
+    "vgg19.flags": "vgg19_cifar10_008a68b4f3",
+    "vgg19_gradinit.flags": "vgg19_cifar10_c55b4eba8f",
 }
 
 

@@ -64,11 +64,13 @@ def _softmax_ce(logits, labels):
 
 
 def _objective_by_hand(scales, w, b, batches, optimizer, eta, gamma, second_order=True,
-                       at=None):
+                       at=None, normalize=False, over_eta=False):
     """Algorithm 1's objective for logits = x @ (a0 w) + a1 b, in float64 numpy.
 
-    ``second_order=False`` freezes the inner gradient at the scales ``at`` (what a
-    first-order implementation would differentiate)."""
+    ``second_order=False`` freezes the inner gradient of the simulated step at the scales
+    ``at`` (what a first-order implementation differentiates; the norm ``||g||`` still
+    moves with the scales); ``normalize``: the SGD step is ``eta * g / ||g||``;
+    ``over_eta``: the loss after the step is divided by ``eta`` (the authors' code)."""
     (x1, y1), (x2, y2) = [(x.astype(np.float64), y) for x, y in batches]
 
     def inner_grad(a):
@@ -78,13 +80,21 @@ def _objective_by_hand(scales, w, b, batches, optimizer, eta, gamma, second_orde
         err /= len(y1)
         return x1.T @ err, err.sum(0)
 
+    def norm_of(g_w, g_b):
+        if optimizer == "sgd":
+            return np.sqrt((g_w ** 2).sum() + (g_b ** 2).sum())
+        return np.abs(g_w).sum() + np.abs(g_b).sum()
+
+    norm = norm_of(*inner_grad(scales))
     g_w, g_b = inner_grad(scales if second_order else at)
     if optimizer == "sgd":
-        norm, m_w, m_b = np.sqrt((g_w ** 2).sum() + (g_b ** 2).sum()), g_w, g_b
+        m_w, m_b = g_w, g_b
+        if normalize:
+            m_w, m_b = g_w / norm_of(g_w, g_b), g_b / norm_of(g_w, g_b)
     else:
-        norm, m_w, m_b = np.abs(g_w).sum() + np.abs(g_b).sum(), np.sign(g_w), np.sign(g_b)
+        m_w, m_b = np.sign(g_w), np.sign(g_b)
     loss2, _ = _softmax_ce(x2 @ (scales[0] * w - eta * m_w) + scales[1] * b - eta * m_b, y2)
-    return norm if norm > gamma else loss2
+    return norm if norm > gamma else (loss2 / eta if over_eta else loss2)
 
 
 @pytest.mark.parametrize("optimizer, eta", [("sgd", 0.5), ("adam", 0.05)])
@@ -121,6 +131,78 @@ def test_scale_gradient_is_the_second_order_derivative_of_algorithm_1(optimizer,
     if optimizer == "sgd" and gamma > 1:  # the term through g matters: first order is off
         first_order = finite_difference(second_order=False, at=scales)
         assert np.abs(first_order - grad.numpy()).max() > 0.01  # 50x the tolerance above
+
+
+@pytest.mark.parametrize("optimizer, eta, normalize", [
+    ("sgd", 0.5, False), ("sgd", 0.5, True), ("adam", 0.05, False)])
+@pytest.mark.parametrize("gamma", [1e-6, 100.0])
+def test_authors_variant_is_first_order_and_divides_by_eta(optimizer, eta, normalize, gamma):
+    # The authors' code (zhuchen03/gradinit, gradinit_utils.py): the simulated step is
+    # theta - eta * A[g].detach() and the objective is L(S~; ...) / eta; the gradient-norm
+    # constraint is still differentiated through g. The same hand-written objective with
+    # g frozen at the current scales: its finite differences are GradInit's gradient.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 32).astype(np.int32)
+    w = rng.normal(size=(5, 3)).astype(np.float32)
+    b = (0.5 * rng.normal(size=3)).astype(np.float32)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="out")])
+    model.set_weights([w, b])
+    w, b = w.astype(np.float64), b.astype(np.float64)
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    scales = np.array([0.8, 1.3])
+    settings = dict(optimizer=optimizer, eta=eta, gamma=gamma)
+    step = gradinit._build_step(model, model.trainable_variables, LOSS, variant="authors",
+                                normalize_grad=normalize, **settings)
+    grad, objective, _, loss2, _, constrained = step(
+        tf.constant(scales, tf.float32), *batches[0], *batches[1])
+    assert bool(constrained) == (gamma < 1)
+    hand = dict(normalize=normalize, over_eta=True, **settings)
+    expected = _objective_by_hand(scales, w, b, batches, **hand)
+    assert float(objective) == pytest.approx(expected, rel=1e-5)
+    if not constrained:
+        assert float(objective) == pytest.approx(float(loss2) / eta, rel=1e-6)
+
+    def finite_difference(**kwargs):
+        h = 1e-5
+        return np.array([
+            (_objective_by_hand(scales + h * e, w, b, batches, **hand, **kwargs)
+             - _objective_by_hand(scales - h * e, w, b, batches, **hand, **kwargs)) / (2 * h)
+            for e in np.eye(2)])
+
+    first_order = finite_difference(second_order=False, at=scales)
+    np.testing.assert_allclose(grad.numpy(), first_order, rtol=1e-4, atol=1e-6)
+    if optimizer == "sgd" and not constrained:  # differs from the second-order gradient
+        assert np.abs(finite_difference() - first_order).max() > 0.01
+
+
+def test_authors_adam_keeps_a_first_moment_per_branch():
+    # One objective step with scale gradient +1, then one constraint step with -0.5, at
+    # lr 0.1. The authors' RescaleAdam: each branch's first moment is its own, so the
+    # constraint step is -0.5 / sqrt(v_hat) * lr with v_hat = (0.999 * 0.001 * 1 + 0.001 *
+    # 0.25) / (1 - 0.999^2) = 0.62481: -0.063255. One shared moment (Keras's Adam) would
+    # still step up: m_hat = (0.9 * 0.1 - 0.05) / (1 - 0.81) = 0.2105 > 0.
+    authors, shared = gradinit._AuthorsAdam(1, 0.1), gradinit._KerasAdam(1, 0.1)
+    assert authors(np.array([1.0]), False)[0] == pytest.approx(0.1, rel=1e-6)
+    assert shared(np.array([1.0], np.float32), False)[0] == pytest.approx(0.1, rel=1e-5)
+    assert authors(np.array([-0.5]), True)[0] == pytest.approx(-0.063255, rel=1e-4)
+    assert shared(np.array([-0.5], np.float32), True)[0] > 0
+
+
+def test_first_and_second_order_learn_different_scales():
+    x, y = blobs()
+    results = {}
+    for variant in ("second_order", "authors"):
+        model = mlp(seed=2)
+        results[variant] = gradinit.gradinit(model, (x, y), steps=20, eta=0.5, gamma=100.0,
+                                             batch_size=32, variant=variant)
+        assert results[variant].settings["variant"] == variant
+    second, authors = (np.array(list(results[v].scales.values()))
+                       for v in ("second_order", "authors"))
+    assert not results["authors"].constrained.any()
+    np.testing.assert_allclose(results["authors"].objective,
+                               results["authors"].loss_after_step / 0.5, rtol=1e-6)
+    assert np.abs(second - authors).max() > 1e-3
 
 
 @pytest.mark.parametrize("optimizer, p", [("sgd", 2), ("adam", 1)])
@@ -220,6 +302,8 @@ def test_batch_norm_gammas_and_betas_get_scales_and_statistics_stay():
     (dict(eta=0.0), "eta"), (dict(gamma=-1.0), "gamma"), (dict(steps=0), "steps"),
     (dict(steps=2.5), "steps"), (dict(optimizer="rmsprop"), "optimizer"),
     (dict(min_scale=0), "min_scale"), (dict(batch_size=400), "batch_size"),
+    (dict(variant="third_order"), "variant"), (dict(normalize_grad=1), "normalize_grad"),
+    (dict(normalize_grad=True, optimizer="adam"), "normalize_grad"),
 ])
 def test_bad_arguments_fail_before_any_work(kwargs, word):
     x, y = blobs()
@@ -330,7 +414,10 @@ def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
     argv = ["tf_lottery.main", "--dataset=synthetic", "--batch_size=32",
             "--training_steps=50it", "--eval_every=50it", "--levels=1", "--prune_rate=0.5",
             "--controls=reinit", "--initializer=gradinit", "--base_initializer=he_normal",
-            "--gradinit_steps=5", "--gradinit_batch_size=32", f"--run_root={tmp_path}"]
+            "--gradinit_steps=5", "--gradinit_batch_size=32", "--gradinit_variant=authors",
+            "--gradinit_normalize_grad=true", "--optimizer=sgd", "--learning_rate=0.05",
+            "--momentum=0.9", "--weight_decay=1e-4", "--weight_decay_mode=coupled",
+            "--clip_grad_norm=1", f"--run_root={tmp_path}"]
     try:
         ef.FLAGS(argv)
         assert command.main([]) == 0
@@ -349,8 +436,14 @@ def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
     assert hparams["model"]["initializer"] == "gradinit"
     assert hparams["model"]["base_initializer"] == "he_normal"
     assert hparams["model"]["gradinit_steps"] == 5
+    assert hparams["model"]["gradinit_variant"] == "authors"
+    assert hparams["model"]["gradinit_normalize_grad"] is True
+    assert hparams["training"]["weight_decay_mode"] == "coupled"
+    assert hparams["training"]["clip_grad_norm"] == 1.0
     flags_txt = open(run.flags).read()
     assert "--initializer=gradinit" in flags_txt and "--gradinit_steps=5" in flags_txt
+    assert "--gradinit_variant=authors" in flags_txt
+    assert "--gradinit_normalize_grad=true" in flags_txt.lower()
     # theta_0 is the he_normal network rescaled by the scales GradInit learned for it.
     plain = ModelHparams("lenet_300_100", "he_normal")
     init = tfl.wrap(experiment.build_model(plain, (8, 8, 1), 10))
@@ -358,6 +451,7 @@ def test_cli_initializer_gradinit_sets_theta_0_and_reinit(tmp_path, capsys):
     theta_0 = {v.path.split("/", 1)[1]: v.numpy() for v in init.trainable_variables}
     matches = 0
     for path in caches:
+        assert json.load(open(path))["settings"]["variant"] == "authors"
         seed = int(os.path.basename(path)[len("gradinit_"):-len(".json")])
         assert paths.ReplicateDir(replicate).gradinit_scales(seed) == path
         base = experiment.build_model(plain, (8, 8, 1), 10, seed=seed)
@@ -412,6 +506,9 @@ def test_cli_initializer_takes_any_keras_initializer_name():
     (["--initializer=gradinit", "--gradinit_gamma=0"], "gradinit_gamma"),
     (["--initializer=gradinit", "--gradinit_steps=-3"], "gradinit_steps"),
     (["--initializer=gradinit", "--gradinit_min_scale=0"], "gradinit_min_scale"),
+    (["--initializer=gradinit", "--gradinit_variant=third"], "--gradinit_variant"),
+    (["--initializer=gradinit", "--gradinit_optimizer=adam", "--gradinit_normalize_grad=true"],
+     "--gradinit_normalize_grad"),
 ])
 def test_cli_rejects_bad_initializers_and_gradinit_settings(args, message):
     _, _, errors = _cli()
@@ -447,8 +544,20 @@ def test_model_hparams_gradinit_fields():
         ModelHparams.from_dict({"model": "lenet_300_100", "initializer": "gradinit",
                                 "gradinit_batch_size": 0})
     flat = hp.to_dict()
-    assert set(GRADINIT_FIELDS) <= set(flat) and flat["gradinit_eta"] == 0.01
+    later = {"gradinit_variant", "gradinit_normalize_grad"}  # in hparams.json when set
+    assert set(GRADINIT_FIELDS) - later <= set(flat) and flat["gradinit_eta"] == 0.01
+    assert not later & set(flat)
     assert ModelHparams.from_dict(flat) == hp
+    authors = ModelHparams("lenet_300_100", "gradinit", gradinit=GradInitHparams(
+        variant="authors", normalize_grad=True))
+    assert {"gradinit_variant": "authors", "gradinit_normalize_grad": True}.items() \
+        <= authors.to_dict().items()
+    assert ModelHparams.from_dict(authors.to_dict()) == authors
+    with pytest.raises(ArgumentError, match="`variant` must be one of") as err:
+        GradInitHparams(variant="first")
+    assert err.value.argument == "variant"
+    with pytest.raises(ArgumentError, match="`normalize_grad` applies to optimizer='sgd'"):
+        GradInitHparams(optimizer="adam", normalize_grad=True)
 
     def experiment(model):
         return ExperimentHparams(model=model, dataset=DatasetHparams("synthetic"),
@@ -458,6 +567,8 @@ def test_model_hparams_gradinit_fields():
     assert ExperimentHparams.from_dict(gi.to_dict()) == gi
     other = dataclasses.replace(hp, gradinit=dataclasses.replace(hp.gradinit, eta=0.02))
     assert experiment(other).run_name() != gi.run_name()
+    assert experiment(authors).run_name() != experiment(
+        ModelHparams("lenet_300_100", "gradinit")).run_name()
     # Without GradInit the fields do not enter the hash: an hparams.json written before
     # the fields existed, or with them unset (None), names the same run.
     plain = experiment(ModelHparams("lenet_300_100", "he_normal"))

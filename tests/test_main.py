@@ -112,8 +112,8 @@ def test_missing_data_files_exit_2(tmp_path):
 
 
 def test_analyses_run_as_part_of_the_experiment(tmp_path):
-    run = cli(*SMALL, "--levels=1", "--controls=", "--analyses=instability,one_shot",
-              f"--run_root={tmp_path}")
+    run = cli(*SMALL, "--levels=1", "--controls=",
+              "--analyses=instability,one_shot,adversarial", f"--run_root={tmp_path}")
     assert run.returncode == 0, run.stdout + run.stderr
     (replicate,) = glob.glob(str(tmp_path / "*" / "replicate_0"))
     with open(os.path.join(replicate, "analysis", "instability.json")) as f:
@@ -129,3 +129,7 @@ def test_analyses_run_as_part_of_the_experiment(tmp_path):
     level_1 = results(tmp_path)["levels"][1]["branches"]["lottery"]
     assert one_shot["sparsity"] == pytest.approx(level_1["sparsity"], abs=0.01)
     assert "instability: 2 entries" in run.stdout and "one_shot: 1 entries" in run.stdout
+    with open(os.path.join(replicate, "analysis", "adversarial.json")) as f:
+        attacked = json.load(f)["entries"]
+    assert {e["key"]["level"] for e in attacked} == {0, 1}  # every level's lottery branch
+    assert "adversarial:" in run.stdout

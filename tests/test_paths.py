@@ -70,6 +70,35 @@ def test_listings_see_only_what_exists(tmp_path):
     assert rep.branch(2, "lottery").is_finished()
 
 
+def test_reinit_draws_have_their_own_directories_and_listing(tmp_path):
+    rep = paths.ReplicateDir(str(tmp_path / "replicate_0"), 0)
+    rel = lambda b: os.path.relpath(b.path, rep.path)  # noqa: E731
+    # Draw 0 is the reinit branch as it always was; further draws are reinit_<d>.
+    assert rel(rep.branch(1, "reinit")) == rel(rep.branch(1, "reinit", 0)) == "level_1/reinit"
+    assert rel(rep.branch(1, "reinit", 2)) == "level_1/reinit_2"
+    assert (rep.branch(1, "reinit", 2).branch, rep.branch(1, "reinit", 2).draw) == ("reinit", 2)
+    assert [paths.branch_dir_name("reinit", d) for d in (0, 1, 12)] == [
+        "reinit", "reinit_1", "reinit_12"]
+    for name, parsed in (("reinit_3", ("reinit", 3)), ("reinit", ("reinit", 0)),
+                         ("lottery", ("lottery", 0)), ("reinit_0", ("reinit_0", 0)),
+                         ("random_prune", ("random_prune", 0)), ("reinit_x", ("reinit_x", 0))):
+        assert paths.parse_branch_dir_name(name) == parsed, name
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="`draw` must be an integer >= 0"):
+            paths.branch_dir_name("reinit", bad)
+    with pytest.raises(ValueError, match="`draw` 1 applies only to"):
+        rep.branch(1, "lottery", 1)
+    assert rep.draws(1) == []
+    for draw in (2, 0, 1):
+        os.makedirs(rep.branch(1, "reinit", draw).path)
+    os.makedirs(rep.branch(1, "lottery").path)
+    os.makedirs(rep.branch(2, "reinit").path)
+    assert rep.draws(1) == [0, 1, 2] and rep.draws(2) == [0] and rep.draws(1, "lottery") == [0]
+    assert [(b.branch, b.draw, os.path.basename(b.path)) for b in rep.branches(1)] == [
+        ("lottery", 0, "lottery"), ("reinit", 0, "reinit"), ("reinit", 1, "reinit_1"),
+        ("reinit", 2, "reinit_2")]
+
+
 def test_resolve_replicate_from_a_run_or_a_replicate_directory(tmp_path):
     run = paths.RunDir(str(tmp_path / "run"))
     os.makedirs(run.replicate(0).path)

@@ -144,7 +144,7 @@ def test_the_report_shows_what_it_showed(written):
     assert "| replicate_0 | 0 | dense |" in instability
     for line in instability.splitlines():
         if line.startswith("| replicate_0"):
-            assert line.split("|")[12].strip() == "-"  # instability (val)
+            assert line.split("|")[13].strip() == "-"  # instability (val), after (train)
     saved = files.read_json(report_dir / "report.json")
     level_1 = saved["runs"][0]["replicates"][0]["levels"]["1"]["reinit"]
     assert math.isnan(level_1["final_val_loss"])

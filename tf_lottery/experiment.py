@@ -112,7 +112,8 @@ def model_fn(model_hparams: ModelHparams, dataset,
             model, dataset, steps=g.steps, eta=g.eta, gamma=g.gamma, scale_lr=g.scale_lr,
             min_scale=g.min_scale, optimizer=g.optimizer,
             batch_size=min(g.batch_size, len(dataset.y_train) // 2),
-            seed=derive_seed(seed, "gradinit"),
+            seed=derive_seed(seed, "gradinit"), variant=g.variant,
+            normalize_grad=g.normalize_grad,
         )
         if path:
             files.atomic_write_json(path, result.to_dict())

@@ -16,8 +16,27 @@ with ``A[g] = g`` and ``p = 2`` for SGD, ``A[g] = sign(g)`` (Adam's first step) 
 ``p = 1`` for Adam, and ``S``, ``S~`` two different minibatches. Each iteration takes a
 step of Adam (learning rate ``scale_lr``, gradients clipped to [-1, 1]) on the scales:
 on the gradient norm ``||g||_p`` when it exceeds ``gamma`` (the constraint branch), on
-the loss after the step otherwise. The objective is differentiated through the inner
-step (second order, nested ``tf.GradientTape``).
+the loss after the step otherwise.
+
+Two variants (``variant=``):
+
+* ``"second_order"`` (the default; Algorithm 1 as the paper writes it): the loss after
+  the step is differentiated through the inner gradient ``g`` (nested
+  ``tf.GradientTape``), and one Adam state (Keras's form, epsilon 1e-7) trains the scales
+  on both branches.
+* ``"authors"``: what the authors' code does (github.com/zhuchen03/gradinit,
+  ``gradinit_utils.py`` and ``gradinit_optimizers.RescaleAdam``): ``g`` is detached in
+  the simulated step (first order: ``theta - eta * stop_gradient(A[g])``), the objective
+  is ``L(S~; theta - eta*A[g]) / eta``, and the scales' Adam keeps separate first
+  moments (and bias corrections) for constraint and objective steps, with one second
+  moment over all steps (epsilon 1e-8 added to ``sqrt(v / (1 - beta_2^t))``). The
+  constraint branch is the gradient of ``||g||_p`` in both variants (second order).
+
+``normalize_grad=True`` makes the simulated SGD step ``eta * g / ||g||_2`` (the authors'
+``--gradinit-normalize-grad``, which their CIFAR-10 script uses). Still different from
+the authors' code in either variant: their ``S~`` shares half its examples with ``S``
+(here the two minibatches are disjoint), and their zero-initialized biases' scales have
+floor 0, not ``min_scale`` (immaterial here: a zero tensor's scale never moves).
 
 ``gradinit`` works on any built Keras 3 model (masked or not), on the data ``model.fit``
 takes: ``(x, y)`` arrays, a ``tf.data.Dataset`` of ``(x, y)`` batches, or a
@@ -35,10 +54,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradInitResult", "gradinit", "apply_scales", "OPTIMIZERS"]
+__all__ = ["GradInitResult", "gradinit", "apply_scales", "OPTIMIZERS", "VARIANTS"]
 
 #: Target optimizers GradInit can prepare an initialization for.
 OPTIMIZERS = ("sgd", "adam")
+#: ``"second_order"`` (Algorithm 1 differentiated through ``g``) or ``"authors"`` (the
+#: authors' code: first order, objective / eta, separate Adam first moments).
+VARIANTS = ("second_order", "authors")
 
 
 @dataclasses.dataclass
@@ -52,7 +74,8 @@ class GradInitResult:
             ``>= min_scale``. The model's weights were multiplied by these in place.
         objective: float64 array ``(steps,)``: the quantity minimized at each step, the
             gradient norm ``||g||_p`` on constraint steps, the loss after the step
-            ``L(S~; theta - eta*A[g])`` (nats per example) otherwise.
+            ``L(S~; theta - eta*A[g])`` (nats per example) otherwise, divided by ``eta``
+            for ``variant="authors"``.
         loss: float64 ``(steps,)``, the loss ``L(S; theta)`` of the first minibatch
             before the step (nats per example).
         loss_after_step: float64 ``(steps,)``, ``L(S~; theta - eta*A[g])`` on the
@@ -194,7 +217,8 @@ def _keys(variables) -> list[str]:
     return keys
 
 
-def _build_step(model, variables, loss_fn, eta: float, gamma: float, optimizer: str):
+def _build_step(model, variables, loss_fn, eta: float, gamma: float, optimizer: str,
+                variant: str = "second_order", normalize_grad: bool = False):
     """The GradInit objective of Algorithm 1 and its gradient w.r.t. the scales.
 
     Returns a ``tf.function`` ``step(scales, x1, y1, x2, y2)``: ``scales`` float32
@@ -203,14 +227,19 @@ def _build_step(model, variables, loss_fn, eta: float, gamma: float, optimizer: 
     of ``variables``, unchanged) and ``g = grad_theta L(S; theta)`` it returns
     ``(d objective / d scales (unclipped, float32 (n,)), objective, L(S; theta),
     L(S~; theta - eta * A[g]), ||g||_p, ||g||_p > gamma)``; the objective is
-    ``||g||_p`` when ``||g||_p > gamma`` and ``L(S~; theta - eta * A[g])`` otherwise.
-    ``A[g] = g``, ``p = 2`` for ``"sgd"``; ``A[g] = sign(g)``, ``p = 1`` for ``"adam"``.
-    ``g`` is recorded by the outer tape, so the gradient is second order (through ``g``;
-    ``sign(g)`` has zero derivative). Forward passes run ``model.stateless_call`` in
-    training mode; the model's non-trainable variables (masks, BatchNorm statistics)
-    are read, never written.
+    ``||g||_p`` when ``||g||_p > gamma`` and ``L(S~; theta - eta * A[g])`` otherwise
+    (divided by ``eta`` for ``variant="authors"``).
+    ``A[g] = g`` (``g / ||g||_2`` with ``normalize_grad``), ``p = 2`` for ``"sgd"``;
+    ``A[g] = sign(g)``, ``p = 1`` for ``"adam"``. ``g`` is recorded by the outer tape, so
+    the gradient is second order (through ``g``; ``sign(g)`` has zero derivative); for
+    ``variant="authors"`` ``A[g]`` is a constant of the step (``tf.stop_gradient``, the
+    authors' ``grad.detach()``), so the loss after the step is differentiated first
+    order, while ``||g||_p`` still is through ``g``. Forward passes run
+    ``model.stateless_call`` in training mode; the model's non-trainable variables
+    (masks, BatchNorm statistics) are read, never written.
     """
     non_trainable = list(model.non_trainable_variables)
+    first_order = variant == "authors"
     eta_t = tf.constant(eta, tf.float32)
     gamma_t = tf.constant(gamma, tf.float32)
 
@@ -234,18 +263,62 @@ def _build_step(model, variables, loss_fn, eta: float, gamma: float, optimizer: 
             grads = [tf.cast(g, tf.float32) for g in grads]
             if optimizer == "sgd":
                 norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
-                moves = grads
+                moves = [g / norm for g in grads] if normalize_grad else grads
             else:
                 norm = tf.add_n([tf.reduce_sum(tf.abs(g)) for g in grads])
                 moves = [tf.sign(g) for g in grads]
+            if first_order:
+                moves = [tf.stop_gradient(d) for d in moves]
             stepped = [w - tf.cast(eta_t * d, w.dtype) for w, d in zip(theta, moves)]
             loss2 = tf.cast(loss_fn(y2, forward(stepped, x2)), tf.float32)
             constrained = norm > gamma_t
-            objective = tf.where(constrained, norm, loss2)
+            objective = tf.where(constrained, norm,
+                                 loss2 / eta_t if first_order else loss2)
         grad = outer.gradient(objective, scales, unconnected_gradients="zero")
         return grad, objective, loss1, loss2, norm, constrained
 
     return step
+
+
+class _KerasAdam:
+    """Adam on the scales as ``keras.optimizers.Adam`` steps (epsilon 1e-7 added to
+    ``sqrt(v)``), one state for every step: ``variant="second_order"``."""
+
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+
+    def __init__(self, size: int, lr: float):
+        self.lr, self.t = lr, 0
+        self.m, self.v = np.zeros(size, np.float32), np.zeros(size, np.float32)
+
+    def __call__(self, grad, constrained: bool):
+        beta_1, beta_2 = self.beta_1, self.beta_2
+        self.t += 1
+        self.m = beta_1 * self.m + (1 - beta_1) * grad
+        self.v = beta_2 * self.v + (1 - beta_2) * grad * grad
+        lr_t = self.lr * math.sqrt(1 - beta_2 ** self.t) / (1 - beta_1 ** self.t)
+        return lr_t * self.m / (np.sqrt(self.v) + self.epsilon)
+
+
+class _AuthorsAdam:
+    """Adam on the scales as the authors' ``RescaleAdam`` steps (zhuchen03/gradinit,
+    ``gradinit_optimizers.py``): a first moment and step count for constraint steps and
+    another for objective steps, one second moment over all steps, and the step
+    ``lr / (1 - beta_1^t_branch) * m / (sqrt(v / (1 - beta_2^t_all)) + 1e-8)``:
+    ``variant="authors"``."""
+
+    def __init__(self, size: int, lr: float):
+        self.lr = lr
+        self.m = {True: np.zeros(size), False: np.zeros(size)}
+        self.t = {True: 0, False: 0}
+        self.v = np.zeros(size)
+
+    def __call__(self, grad, constrained: bool):
+        grad = grad.astype(np.float64)  # the authors' moments are Python floats
+        self.t[constrained] += 1
+        self.m[constrained] = 0.9 * self.m[constrained] + (1 - 0.9) * grad
+        self.v = 0.999 * self.v + (1 - 0.999) * grad * grad
+        denom = np.sqrt(self.v / (1 - 0.999 ** (self.t[True] + self.t[False]))) + 1e-8
+        return self.lr / (1 - 0.9 ** self.t[constrained]) * self.m[constrained] / denom
 
 
 def gradinit(
@@ -261,6 +334,8 @@ def gradinit(
     batch_size: int = 128,
     seed: int = 0,
     loss=None,
+    variant: str = "second_order",
+    normalize_grad: bool = False,
 ) -> GradInitResult:
     """Rescales ``model``'s weight tensors in place by GradInit (Zhu et al., NeurIPS 2021).
 
@@ -274,11 +349,15 @@ def gradinit(
     * if ``||g||_p > gamma`` (``p = 2`` for SGD, ``1`` for Adam), steps the scales down
       the gradient of ``||g||_p`` (the constraint branch);
     * otherwise steps them down the gradient of the loss on ``S~`` after one optimizer
-      step, ``L(S~; theta - eta * A[g])`` with ``A[g] = g`` (SGD) or ``sign(g)`` (Adam's
-      first step), differentiated through ``g`` (second order).
+      step, ``L(S~; theta - eta * A[g])`` with ``A[g] = g`` (SGD; ``g / ||g||_2`` with
+      ``normalize_grad``) or ``sign(g)`` (Adam's first step), differentiated through
+      ``g`` (``variant="second_order"``), or with ``g`` held constant and divided by
+      ``eta`` (``variant="authors"``, the authors' code; see the module docstring).
 
     The scales are trained by Adam at ``scale_lr`` with their gradients clipped to
-    [-1, 1] and are floored at ``min_scale`` after every step. At the end every weight
+    [-1, 1] and are floored at ``min_scale`` after every step; for ``"authors"`` the
+    constraint and objective steps keep separate first moments, as the authors'
+    ``RescaleAdam`` does. At the end every weight
     tensor is multiplied by its scale (``model``'s variables are assigned). Masked
     layers (``tf_lottery.wrap``) compute with ``kernel * mask``: their dense kernel is
     scaled and the masks are unchanged. Non-trainable variables (masks, BatchNorm
@@ -318,6 +397,11 @@ def gradinit(
         seed: int >= 0; fixes the minibatch order (arrays only).
         loss: ``loss(y_true, y_pred) -> scalar``; default
             ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
+        variant: ``"second_order"`` (Algorithm 1 differentiated through ``g``) or
+            ``"authors"`` (zhuchen03/gradinit: first order, objective / ``eta``, separate
+            Adam first moments for constraint steps).
+        normalize_grad: simulate the SGD step ``eta * g / ||g||_2`` (the authors'
+            ``--gradinit-normalize-grad``); ``optimizer="sgd"`` only.
 
     Returns:
         A ``GradInitResult``: the learned scales per tensor path and per-step arrays
@@ -327,10 +411,11 @@ def gradinit(
         ValueError: before any work, if ``model`` is not a built Keras model or has no
             trainable weights, ``steps``/``eta``/``gamma``/``scale_lr``/``min_scale``/
             ``batch_size`` are not positive, ``optimizer`` is not ``"sgd"`` or
-            ``"adam"``, ``dataset`` is malformed or has fewer than ``2 * batch_size``
-            examples (a ``tf.data.Dataset``: yields no batch, or not ``(x, y)``
-            batches), or the model's output does not fit the labels (of the first
-            batch, for a ``tf.data.Dataset``); during the first step, for a
+            ``"adam"``, ``variant`` is not in ``VARIANTS``, ``normalize_grad`` is not a
+            bool or is True for ``"adam"``, ``dataset`` is malformed or has fewer than
+            ``2 * batch_size`` examples (a ``tf.data.Dataset``: yields no batch, or not
+            ``(x, y)`` batches), or the model's output does not fit the labels (of the
+            first batch, for a ``tf.data.Dataset``); during the first step, for a
             ``tf.data.Dataset`` that yields fewer than two batches per pass (the model is
             unchanged then).
     """
@@ -354,6 +439,13 @@ def gradinit(
     _check_positive("batch_size", batch_size, integer=True)
     if optimizer not in OPTIMIZERS:
         _fail("optimizer", optimizer, f"must be one of {list(OPTIMIZERS)}")
+    if variant not in VARIANTS:
+        _fail("variant", variant, f"must be one of {list(VARIANTS)}")
+    if not isinstance(normalize_grad, bool):
+        _fail("normalize_grad", normalize_grad, "must be True or False")
+    if normalize_grad and optimizer != "sgd":
+        _fail("normalize_grad", normalize_grad,
+              "applies to optimizer='sgd' only (Adam's first step is eta * sign(g))")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         _fail("seed", seed, "must be an integer >= 0")
     arrays = _arrays(dataset)
@@ -377,15 +469,15 @@ def gradinit(
         )
     loss_fn = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    # ---- the scales: a float32 vector, trained by Adam (Kingma & Ba; Keras's defaults
-    # beta_1 0.9, beta_2 0.999, epsilon 1e-7) written out in numpy, so that GradInit
-    # also runs under a tf.distribute strategy scope (no distributed variable to update).
+    # ---- the scales: a float32 vector, trained by Adam (Kingma & Ba; beta_1 0.9,
+    # beta_2 0.999) written out in numpy, so that GradInit also runs under a
+    # tf.distribute strategy scope (no distributed variable to update).
     keys = _keys(variables)
     scales = np.ones(len(variables), np.float32)
-    adam_m = np.zeros_like(scales)
-    adam_v = np.zeros_like(scales)
-    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
-    step = _build_step(model, variables, loss_fn, eta, gamma, optimizer)
+    update = _AuthorsAdam(len(scales), scale_lr) if variant == "authors" \
+        else _KerasAdam(len(scales), scale_lr)
+    step = _build_step(model, variables, loss_fn, eta, gamma, optimizer,
+                       variant=variant, normalize_grad=normalize_grad)
 
     # ---- the loop: pairs of minibatches (a stream of permutations of the arrays, or
     # consecutive batches of the tf.data.Dataset).
@@ -402,10 +494,7 @@ def gradinit(
             x1, y1, x2, y2 = next(pairs)
             grad, *values = step(tf.constant(scales), x1, y1, x2, y2)
             grad = np.clip(grad.numpy(), -1.0, 1.0)  # the paper's clipping of the scale grads
-            adam_m = beta_1 * adam_m + (1 - beta_1) * grad
-            adam_v = beta_2 * adam_v + (1 - beta_2) * grad * grad
-            lr_t = scale_lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
-            scales = scales - (lr_t * adam_m / (np.sqrt(adam_v) + epsilon)).astype(np.float32)
+            scales = scales - update(grad, bool(values[-1])).astype(np.float32)
             scales = np.maximum(scales, np.float32(min_scale))
             rows.append([float(v) for v in values])
             history.append(scales.copy())
@@ -429,7 +518,7 @@ def gradinit(
                       scale_lr=float(scale_lr), min_scale=float(min_scale),
                       optimizer=optimizer,
                       batch_size=int(batch_size) if arrays is not None else None,
-                      seed=int(seed)),
+                      seed=int(seed), variant=variant, normalize_grad=normalize_grad),
     )
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "CONTROLS",
     "RETRAIN_MODES",
     "OPTIMIZERS",
+    "WEIGHT_DECAY_MODES",
+    "GRADINIT_VARIANTS",
     "derive_seed",
 ]
 
@@ -43,6 +45,13 @@ BRANCHES = ("lottery",) + CONTROLS
 #: et al. 2019 for k > 0), learning-rate rewinding and fine-tuning (Renda et al. 2020).
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune")
 OPTIMIZERS = ("adam", "sgd")
+#: How ``weight_decay`` acts: ``"decoupled"``, Keras's ``w -= lr * wd * w`` beside the
+#: update (Loshchilov & Hutter 2019); ``"coupled"``, PyTorch SGD's L2: ``wd * w`` added to
+#: the gradient before momentum (He et al. 2016; Frankle et al. 2019; open_lth).
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+#: GradInit variants (see ``tf_lottery.gradinit``): differentiated through the inner step,
+#: or the authors' code (zhuchen03/gradinit): first order, objective / eta.
+GRADINIT_VARIANTS = ("second_order", "authors")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -101,6 +110,11 @@ def _check_choice(field, value, choices):
         _fail(field, value, f"must be one of {list(choices)}")
 
 
+#: GradInit fields added after runs were named, with their defaults: left out of
+#: ``to_flat`` (and so of the hash) while at them.
+_GRADINIT_LATER = {"variant": "second_order", "normalize_grad": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class GradInitHparams:
     """GradInit's settings (Zhu et al., "GradInit: Learning to Initialize Neural Networks
@@ -119,6 +133,17 @@ class GradInitHparams:
         scale_lr: Adam learning rate of the scales, > 0.
         min_scale: lower bound of the scales, > 0.
         batch_size: examples per GradInit minibatch, >= 1.
+        variant: ``"second_order"`` (the objective differentiated through the inner
+            gradient, one Adam state for both branches) or ``"authors"`` (the authors'
+            code, zhuchen03/gradinit: inner gradient detached, objective divided by
+            ``eta``, separate Adam first moments for constraint steps); see
+            ``tf_lottery.gradinit``.
+        normalize_grad: the simulated SGD step is ``eta * g / ||g||_2`` (the authors'
+            ``--gradinit-normalize-grad``); ``optimizer="sgd"`` only.
+
+    ``variant`` and ``normalize_grad`` enter ``to_flat`` (``hparams.json``, the run's
+    hash) only when not at their defaults, so runs made before they existed keep their
+    names.
     """
 
     base_initializer: str = "glorot_normal"
@@ -129,6 +154,8 @@ class GradInitHparams:
     scale_lr: float = 1e-2
     min_scale: float = 0.01
     batch_size: int = 128
+    variant: str = "second_order"
+    normalize_grad: bool = False
 
     def __post_init__(self):
         if self.base_initializer == "gradinit":
@@ -141,12 +168,20 @@ class GradInitHparams:
         _check_number("scale_lr", self.scale_lr, 0.0, low_open=True)
         _check_number("min_scale", self.min_scale, 0.0, low_open=True)
         _check_number("batch_size", self.batch_size, 1, integer=True)
+        _check_choice("variant", self.variant, GRADINIT_VARIANTS)
+        if not isinstance(self.normalize_grad, bool):
+            _fail("normalize_grad", self.normalize_grad, "must be True or False")
+        if self.normalize_grad and self.optimizer != "sgd":
+            _fail("normalize_grad", self.normalize_grad,
+                  "applies to optimizer='sgd' only (Adam's first step is eta * sign(g))")
 
     def to_flat(self) -> dict:
         """The fields under the names ``hparams.json`` stores them (``base_initializer``,
-        ``gradinit_<field>``), which are also the CLI's flag names."""
+        ``gradinit_<field>``), which are also the CLI's flag names; ``variant`` and
+        ``normalize_grad`` only when not at their defaults."""
         return {("base_initializer" if k == "base_initializer" else f"gradinit_{k}"): v
-                for k, v in dataclasses.asdict(self).items()}
+                for k, v in dataclasses.asdict(self).items()
+                if k not in _GRADINIT_LATER or v != _GRADINIT_LATER[k]}
 
     @classmethod
     def from_flat(cls, values: dict) -> GradInitHparams | None:
@@ -161,7 +196,9 @@ class GradInitHparams:
 
 
 #: The flat names of GradInit's fields in ``hparams.json`` (and the CLI's flags).
-GRADINIT_FIELDS = tuple(GradInitHparams().to_flat())
+GRADINIT_FIELDS = tuple(
+    "base_initializer" if f.name == "base_initializer" else f"gradinit_{f.name}"
+    for f in dataclasses.fields(GradInitHparams))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +282,8 @@ class TrainingHparams:
         learning_rate: peak learning rate, > 0.
         momentum: SGD momentum in [0, 1).
         nesterov: Nesterov momentum for SGD.
-        weight_decay: decoupled weight decay coefficient (Keras ``weight_decay``), >= 0.
+        weight_decay: weight decay coefficient ``wd``, >= 0; how it acts is
+            ``weight_decay_mode``.
         batch_size: global batch size, examples per iteration.
         training_steps: the budget ``T``, a ``Steps`` (a step string such as
             ``"50000it"`` or ``"40ep"`` is parsed when the dataclass is built).
@@ -254,9 +292,20 @@ class TrainingHparams:
             ``lr_drop_factor`` (e.g. ``("80ep", "120ep")``), sorted.
         lr_drop_factor: factor in (0, 1] of each drop.
         warmup: linear learning-rate warmup length from 0 (``"0it"``: none).
+        weight_decay_mode: ``"decoupled"`` (Keras's ``weight_decay``: ``w -= lr * wd * w``
+            beside the optimizer's update, outside momentum and Adam's moments) or
+            ``"coupled"`` (L2 as PyTorch's ``weight_decay``: ``wd * w`` is added to the
+            gradient before the update, so it enters momentum; He et al. 2016, Frankle et
+            al. 2019, open_lth). Pruned weights are never decayed in ``"coupled"`` mode.
+        clip_grad_norm: ``None`` or a bound > 0 on the global L2 norm of the loss
+            gradient (all weights together, summed over replicas), which is rescaled to
+            the bound when above it before weight decay is added
+            (``torch.nn.utils.clip_grad_norm_``, as in the GradInit authors' VGG runs).
 
     Step fields are parsed once, here, into ``Steps``; ``str()`` gives the canonical
-    step string, which is what ``hparams.json`` stores.
+    step string, which is what ``hparams.json`` stores. ``weight_decay_mode`` and
+    ``clip_grad_norm`` enter ``to_dict`` (and the run's hash) only when not at their
+    defaults, so runs made before they existed keep their names.
     """
 
     optimizer: str = "adam"
@@ -270,12 +319,18 @@ class TrainingHparams:
     lr_drops: tuple[Steps | str, ...] = ()
     lr_drop_factor: float = 0.1
     warmup: Steps | str = "0it"
+    weight_decay_mode: str = "decoupled"
+    clip_grad_norm: float | None = None
 
     def __post_init__(self):
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
         _check_number("momentum", self.momentum, 0.0, 1.0)
         _check_number("weight_decay", self.weight_decay, 0.0)
+        _check_choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        if self.clip_grad_norm is not None:
+            _check_number("clip_grad_norm", self.clip_grad_norm, 0.0, low_open=True)
+            object.__setattr__(self, "clip_grad_norm", float(self.clip_grad_norm))
         _check_number("batch_size", self.batch_size, 1, integer=True)
         _check_number("lr_drop_factor", self.lr_drop_factor, 0.0, low_open=True)
         if self.lr_drop_factor > 1:
@@ -334,6 +389,10 @@ class TrainingHparams:
         for name in ("training_steps", "eval_every", "warmup"):
             values[name] = str(values[name])
         values["lr_drops"] = [str(d) for d in self.lr_drops]
+        if self.weight_decay_mode == "decoupled":  # the defaults: as before they existed
+            values.pop("weight_decay_mode")
+        if self.clip_grad_norm is None:
+            values.pop("clip_grad_norm")
         return values
 
 
@@ -356,6 +415,10 @@ class PruningHparams:
         controls: control branches per level, a subset of ``CONTROLS``.
         one_shot: target sparsities (fractions) pruned in one shot from the dense run.
         exclude: layer names never pruned.
+        reinit_draws: networks the ``reinit`` control trains per level, each from its own
+            fresh initialization (an integer >= 1; Frankle & Carbin 2019 average three).
+            Draw 0 is the ``reinit`` branch; the others only add branches, so the number
+            is left out of the run's hash (and out of ``hparams.json`` while it is 1).
     """
 
     levels: int = 0
@@ -369,6 +432,7 @@ class PruningHparams:
     controls: tuple[str, ...] = ()
     one_shot: tuple[float, ...] = ()
     exclude: tuple[str, ...] = ()
+    reinit_draws: int = 1
 
     def __post_init__(self):
         from tf_lottery.pruning import CRITERIA, SCOPES
@@ -398,6 +462,10 @@ class PruningHparams:
             if not 0.0 < target < 1.0:
                 _fail("one_shot", target, "must hold sparsities (fractions) in (0, 1), e.g. 0.8,0.9")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        _check_number("reinit_draws", self.reinit_draws, 1, integer=True)
+        if self.reinit_draws > 1 and "reinit" not in self.controls:
+            _fail("reinit_draws", self.reinit_draws,
+                  "applies to the reinit control: add 'reinit' to `controls` or use 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,6 +493,8 @@ class ExperimentHparams:
         pruning = dataclasses.asdict(self.pruning)
         pruning.update(rewind=str(self.pruning.rewind), controls=list(self.pruning.controls),
                        one_shot=list(self.pruning.one_shot), exclude=list(self.pruning.exclude))
+        if self.pruning.reinit_draws == 1:  # the default: hparams.json as before it existed
+            pruning.pop("reinit_draws")
         return {
             "model": self.model.to_dict(),
             "dataset": dataclasses.asdict(self.dataset),
@@ -453,13 +523,14 @@ class ExperimentHparams:
     def digest(self, length: int = 10) -> str:
         """A short, stable hex hash (SHA-256 of canonical JSON) of what fixes results.
 
-        ``pruning.levels``, ``pruning.controls`` and ``pruning.one_shot`` are left out, as
-        in open_lth: they add levels or branches without changing the others, so a run
-        can be extended (``--levels=15`` after ``--levels=10``) in the same directory.
+        ``pruning.levels``, ``pruning.controls``, ``pruning.one_shot`` and
+        ``pruning.reinit_draws`` are left out, as in open_lth: they add levels or branches
+        without changing the others, so a run can be extended (``--levels=15`` after
+        ``--levels=10``) in the same directory.
         """
         values = self.to_dict()
-        for extendable in ("levels", "controls", "one_shot"):
-            values["pruning"].pop(extendable)
+        for extendable in ("levels", "controls", "one_shot", "reinit_draws"):
+            values["pruning"].pop(extendable, None)
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -9,6 +9,7 @@ out as::
             init.weights.h5  rewind.weights.h5  results.json  gradinit_<seed>.json
             tfmot_baseline.json  tfmot_baseline_<label>.json
             level_<k>/<branch>/                  BranchDir (branch: lottery, reinit, random_prune)
+            level_<k>/reinit_<d>/                BranchDir of reinit draw d >= 1 (reinit_draws)
                 summary.json  mask.npz  metrics.csv  final.weights.h5
                 checkpoint.json  checkpoint-<step>.weights.h5  tensorboard/
                 export_<label>.tflite  export_<label>.json
@@ -35,19 +36,54 @@ __all__ = [
     "TuneDir",
     "ReportFiles",
     "resolve_replicate",
+    "branch_dir_name",
+    "parse_branch_dir_name",
     "ANALYSES",
+    "DRAWN_BRANCHES",
 ]
 
 #: The analyses (``tf_lottery.analysis``) whose results a replicate may hold, each as
 #: ``analysis/<name>.json``.
-ANALYSES = ("instability", "noise", "transfer", "one_shot")
+ANALYSES = ("instability", "noise", "transfer", "one_shot", "adversarial")
 HPARAMS = "hparams.json"
 FLAGS = "flags.txt"
 _REPLICATE = re.compile(r"^replicate_(\d+)$")
 _LEVEL = re.compile(r"^level_(\d+)$")
 _ONE_SHOT = re.compile(r"^sparsity_([0-9.]+)$")
 _TFMOT = re.compile(r"^tfmot_baseline(_.*)?\.json$")
+#: Branches a level may train several times from independent draws
+#: (``PruningHparams.reinit_draws``): draw 0 in ``<branch>/``, draw d >= 1 in
+#: ``<branch>_<d>/``.
+DRAWN_BRANCHES = ("reinit",)
+_DRAW = re.compile(r"^(" + "|".join(DRAWN_BRANCHES) + r")_([1-9][0-9]*)$")
 _CHECKPOINT_PREFIX = "checkpoint"
+
+
+def branch_dir_name(branch: str, draw: int = 0) -> str:
+    """The directory name of draw ``draw`` of ``branch`` in a level: ``branch`` itself
+    for draw 0 (so a run with one draw is laid out as before draws existed), and
+    ``<branch>_<draw>`` (``reinit_1``, ``reinit_2``) for the further draws.
+
+    Raises:
+        ValueError: ``draw`` is not an integer >= 0, or is > 0 for a branch outside
+            ``DRAWN_BRANCHES``.
+    """
+    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+        raise ValueError(f"`draw` must be an integer >= 0; received {draw!r}.")
+    if draw == 0:
+        return branch
+    if branch not in DRAWN_BRANCHES:
+        raise ValueError(f"`draw` {draw} applies only to {list(DRAWN_BRANCHES)}; "
+                         f"received branch {branch!r}.")
+    return f"{branch}_{draw}"
+
+
+def parse_branch_dir_name(name: str) -> tuple[str, int]:
+    """``(branch, draw)`` of a branch directory's name, the inverse of
+    ``branch_dir_name``: ``"reinit_2"`` -> ``("reinit", 2)``, ``"lottery"`` ->
+    ``("lottery", 0)``."""
+    match = _DRAW.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
 
 
 def _listdir(path: str) -> list[str]:
@@ -65,11 +101,14 @@ class BranchDir:
         path: the directory (absolute or as given).
         level: ``k`` (int), or ``None`` for a one-shot ticket.
         branch: ``"lottery"``, ``"reinit"``, ``"random_prune"``.
+        draw: which of the branch's independent draws (``reinit_draws``) this is; 0
+            for every branch trained once.
     """
 
     path: str
     level: int | None = None
     branch: str = "lottery"
+    draw: int = 0
 
     @property
     def summary(self) -> str:
@@ -165,9 +204,11 @@ class ReplicateDir:
     def level_dir(self, level: int) -> str:
         return os.path.join(self.path, f"level_{int(level)}")
 
-    def branch(self, level: int, branch: str = "lottery") -> BranchDir:
-        """``level_<level>/<branch>/``."""
-        return BranchDir(os.path.join(self.level_dir(level), branch), int(level), branch)
+    def branch(self, level: int, branch: str = "lottery", draw: int = 0) -> BranchDir:
+        """``level_<level>/<branch>/``, or ``level_<level>/<branch>_<draw>/`` for a
+        further draw (``branch_dir_name``)."""
+        return BranchDir(os.path.join(self.level_dir(level), branch_dir_name(branch, draw)),
+                         int(level), branch, draw)
 
     def levels(self) -> list[int]:
         """The ``k`` of every ``level_<k>`` directory, sorted (finished or not)."""
@@ -175,10 +216,16 @@ class ReplicateDir:
                       if (m := _LEVEL.match(n)) and os.path.isdir(os.path.join(self.path, n)))
 
     def branches(self, level: int) -> list[BranchDir]:
-        """Every branch directory of a level (finished or not), in name order."""
+        """Every branch directory of a level (finished or not), in name order; a further
+        draw (``reinit_2/``) has its ``branch`` (``"reinit"``) and ``draw`` (2)."""
         level_dir = self.level_dir(level)
-        return [self.branch(level, n) for n in sorted(_listdir(level_dir))
+        return [self.branch(level, *parse_branch_dir_name(n)) for n in sorted(_listdir(level_dir))
                 if os.path.isdir(os.path.join(level_dir, n))]
+
+    def draws(self, level: int, branch: str = "reinit") -> list[int]:
+        """The draws of ``branch`` with a directory in level ``level`` (finished or
+        not), sorted: ``[0, 1, 2]`` for ``reinit/``, ``reinit_1/``, ``reinit_2/``."""
+        return sorted(b.draw for b in self.branches(level) if b.branch == branch)
 
     def finished_levels(self, branch: str = "lottery") -> list[int]:
         """Levels whose ``branch`` has a ``summary.json``."""
@@ -362,7 +409,7 @@ class TuneDir:
 
 #: The report's plots, in the order they are drawn: ``<prefix><name>.png``.
 PLOTS = ("accuracy", "early_stop", "learning_curves", "layer_sparsity", "one_shot",
-         "instability", "noise", "transfer")
+         "instability", "noise", "transfer", "adversarial")
 
 
 @dataclasses.dataclass(frozen=True)

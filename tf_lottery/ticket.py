@@ -8,8 +8,9 @@
 iterations, saving ``theta_k`` at the rewind point ``k``; 3. prune a fraction of the
 surviving weights (magnitude of the trained weights by default); 4. reset the survivors
 to ``theta_k`` and train from iteration ``k`` to ``T``; repeat 3-4 for each level. Each
-level also trains the control branches ``reinit`` (same mask, fresh initialization) and
-``random_prune`` (random mask with the same per-layer counts, on ``theta_k``).
+level also trains the control branches ``reinit`` (same mask, fresh initialization;
+``reinit_draws`` independent draws, ``reinit``, ``reinit_1``, ...) and ``random_prune``
+(random mask with the same per-layer counts, on ``theta_k``).
 
 One compiled model serves every level and branch: weights, masks and optimizer state are
 *assigned*, never rebuilt, so nothing is retraced or recompiled between levels. Training
@@ -44,7 +45,9 @@ class LotteryResult:
 
     Attributes:
         run_dir: the replicate directory holding ``level_<k>/<branch>/``.
-        levels: ``levels[k][branch]`` is the ``summary.json`` dict of that branch.
+        levels: ``levels[k][branch]`` is the ``summary.json`` dict of that branch, keyed
+            by its directory name (``"reinit_1"``, ``"reinit_2"`` for the further reinit
+            draws, see ``paths.branch_dir_name``).
         one_shot: ``{target sparsity: summary}`` of one-shot tickets.
     """
 
@@ -63,7 +66,10 @@ class LotteryResult:
         """Markdown table: level, weights remaining, early-stopping iteration, test
         accuracy there and at the end, one row per level and branch. A branch whose loss
         became non-finite shows ``diverged at <iteration>``; a final accuracy no better
-        than the most frequent class is marked ``(chance)``."""
+        than the most frequent class is marked ``(chance)``. With several reinit draws,
+        each has its row (``reinit draw 1``, ...) and a row ``reinit mean of <n>``
+        follows them: the mean of each column over the draws (early-stopping iteration
+        rounded; a metric missing from a draw is left out of its mean)."""
         rows = [
             "| level | branch | remaining % | sparsity | early-stop it | test acc @ES | final test acc |",
             "|---:|---|---:|---:|---:|---:|---:|",
@@ -82,9 +88,25 @@ class LotteryResult:
                 f"{final} |"
             )
 
+        def mean_row(level, draws):
+            def mean(key):
+                values = [s[key] for s in draws if s.get(key) is not None]
+                return float(np.mean(values)) if values else None
+
+            es = mean("early_stop_iteration")
+            return row(level, f"reinit mean of {len(draws)}", {
+                "sparsity": mean("sparsity"),
+                "early_stop_iteration": None if es is None else round(es),
+                "early_stop_test_accuracy": mean("early_stop_test_accuracy"),
+                "final_test_accuracy": mean("final_test_accuracy")})
+
         for level, branches in enumerate(self.levels):
-            for branch, summary in branches.items():
-                rows.append(row(level, branch, summary))
+            reinit = [n for n in branches if paths.parse_branch_dir_name(n)[0] == "reinit"]
+            for name, summary in branches.items():
+                branch, draw = paths.parse_branch_dir_name(name)
+                rows.append(row(level, f"{branch} draw {draw}" if draw else name, summary))
+                if len(reinit) > 1 and name == reinit[-1]:
+                    rows.append(mean_row(level, [branches[n] for n in reinit]))
         for target, summary in sorted(self.one_shot.items()):
             rows.append(row(f"one-shot {target:g}", "lottery", summary))
         return "\n".join(rows)
@@ -153,7 +175,8 @@ def fit(
         dataset: a ``tf_lottery.data.Dataset`` (float32 inputs, int labels; the
             validation split drives early stopping and may be empty).
         training: how each network is trained (``TrainingHparams``).
-        pruning_hparams: levels, rates, criterion, rewind point and controls.
+        pruning_hparams: levels, rates, criterion, rewind point and controls (with
+            ``reinit_draws`` reinit networks per level).
         run_dir: the replicate directory to write (created if needed).
         seed: fixes initialization, data order, augmentation and the controls.
         strategy: a ``tf.distribute.Strategy`` (default: the current one).
@@ -285,6 +308,8 @@ class _Driver:
                     masks=control_masks, **common,
                 )
                 self._stop_if_diverged(level, control, summaries[control], summaries)
+                if control == "reinit":
+                    self._further_reinit_draws(level, masks, summaries, common)
             lottery = self._branch(
                 level, "lottery", rep.branch(level, "lottery"), weights=start_weights,
                 masks=masks, **common,
@@ -313,6 +338,41 @@ class _Driver:
             self.result.one_shot[target] = done
             self._write_results()
         return self.result
+
+    def _further_reinit_draws(self, level, masks, summaries: dict, common: dict) -> None:
+        """Trains draws 1..``reinit_draws - 1`` of the reinit control of ``level``
+        into ``level_<k>/reinit_<d>/`` (``paths.branch_dir_name``), each from a fresh
+        network of seed ``derive_seed(seed, "reinit", level, d)`` under the ticket's
+        mask, and adds their summaries to ``summaries`` under those names.
+
+        Draw 0 is the ``reinit`` branch itself (seed ``derive_seed(seed, "reinit",
+        level)``), so a run with one draw is unchanged and can be extended in place.
+        The engine's random state outside the weights (the dropout layers' seed
+        generators, ``[seed, counter]``) starts each draw at ``[derive_seed(seed,
+        "reinit", level, d, "dropout", i), 0]`` and is put back after the draws: a draw
+        trains the same whatever ran before it (a rerun that adds draws to a finished
+        level reproduces them), and the other branches train exactly as without draws.
+        """
+        e = self.engine
+        if self.hp.reinit_draws < 2:
+            return
+        generators = e._other_variables()  # dropout seed-generator states
+        state = [v.numpy() for v in generators]
+        for draw in range(1, self.hp.reinit_draws):
+            for i, variable in enumerate(generators):
+                if tuple(variable.shape) == (2,):
+                    variable.assign(np.asarray(
+                        [derive_seed(e.seed, "reinit", level, draw, "dropout", i), 0],
+                        dtype=state[i].dtype))
+            name = paths.branch_dir_name("reinit", draw)
+            summaries[name] = self._branch(
+                level, name, self.dir.branch(level, "reinit", draw),
+                weights=e.fresh_weights(derive_seed(e.seed, "reinit", level, draw)),
+                masks=masks, **common,
+            )
+            self._stop_if_diverged(level, name, summaries[name], summaries)
+        for variable, value in zip(generators, state):
+            variable.assign(value)
 
     def _prunable(self, weights):
         self.model.set_weights(weights)

@@ -109,7 +109,7 @@ class _Engine:
 
         with strategy.scope():
             self.model = self._build(derive_seed(seed, "init"))
-            optimizer, self.schedule = build_optimizer(training, spe)
+            optimizer, self.schedule = build_optimizer(training, spe, model=self.model)
             self.model.compile(
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -1,5 +1,5 @@
 """Analyses of lottery tickets on an existing run: instability, noise robustness, transfer,
-one-shot vs iterative pruning.
+one-shot vs iterative pruning, adversarial robustness.
 
 Each analysis reopens one replicate of a run (``open_run``: the model and data rebuilt
 from its ``hparams.json``, the masks and weights read from its files, every path from
@@ -23,6 +23,9 @@ One concept per module:
   ``run_transfer``.
 * ``one_shot``: one-shot vs iterative pruning (Frankle & Carbin, ICLR 2019, Sec. 5):
   ``run_one_shot``.
+* ``adversarial``: accuracy of each branch's final weights under FGSM (Goodfellow et al.,
+  ICLR 2015) and L-infinity PGD (Madry et al., ICLR 2018), no training:
+  ``run_adversarial``.
 
 Budgets: ``training_steps`` (default: the run's) is the length of each training; all
 trainings use the run's optimizer, learning rate schedule and batch size. Mixed-precision
@@ -35,7 +38,12 @@ from tf_lottery.analysis.connectivity import (STABLE_BELOW, instability, interpo
                                               run_instability)
 from tf_lottery.analysis.noise import add_noise, init_stds, run_noise
 from tf_lottery.analysis.transfer import run_transfer, transfer_weights
+from tf_lottery.analysis.connectivity import (BN_BATCHES, TRAIN_ERROR_EXAMPLES,
+                                              batch_norm_layers, reestimate_batch_norm)
+from tf_lottery.analysis.transfer import TARGET_PREPROCESS, convert_dataset, to_input_shape
 from tf_lottery.analysis.one_shot import run_one_shot
+from tf_lottery.analysis.adversarial import (ATTACKS, InputSpace, adversarial_accuracy,
+                                             fgsm, input_space, pgd, run_adversarial)
 
 __all__ = [
     "ANALYSES",
@@ -51,7 +59,21 @@ __all__ = [
     "add_noise",
     "transfer_weights",
     "run_instability",
+    "BN_BATCHES",
+    "TRAIN_ERROR_EXAMPLES",
+    "batch_norm_layers",
+    "reestimate_batch_norm",
+    "TARGET_PREPROCESS",
+    "to_input_shape",
+    "convert_dataset",
     "run_noise",
     "run_transfer",
     "run_one_shot",
+    "ATTACKS",
+    "InputSpace",
+    "input_space",
+    "fgsm",
+    "pgd",
+    "adversarial_accuracy",
+    "run_adversarial",
 ]

@@ -38,7 +38,7 @@ FLAGS = ef.FLAGS
 #: the checkpoint of the branch in training is written.
 PREEMPTED_EXIT_CODE = 143
 #: Analyses ``--analyses`` may run inside the experiment (transfer needs a target).
-IN_RUN_ANALYSES = ("instability", "noise", "one_shot")
+IN_RUN_ANALYSES = ("instability", "noise", "one_shot", "adversarial")
 
 
 def main(argv) -> int:
@@ -83,7 +83,7 @@ def main(argv) -> int:
         from tf_lottery import analysis
 
         calls = {"instability": analysis.run_instability, "noise": analysis.run_noise,
-                 "one_shot": analysis.run_one_shot}
+                 "one_shot": analysis.run_one_shot, "adversarial": analysis.run_adversarial}
         for name in FLAGS.analyses:  # each resumes from its JSON file like the run itself
             done = calls[name](where.run.path, replicate=FLAGS.replicate,
                                data_dir=FLAGS.data_dir, runtime=runtime)

@@ -19,6 +19,7 @@ from tf_lottery.hparams import (
     OPTIMIZERS,
     PRECISIONS,
     RETRAIN_MODES,
+    WEIGHT_DECAY_MODES,
     DatasetHparams,
     ExperimentHparams,
     GradInitHparams,
@@ -88,16 +89,29 @@ _optional(flags.FloatParser(), "gradinit_min_scale", "Lower bound of the scales 
           "(default 0.01).")
 _optional(flags.IntegerParser(), "gradinit_batch_size", "Examples per GradInit minibatch "
           "(default 128).")
+_optional(flags.ArgumentParser(), "gradinit_variant", "second_order "
+          "(default: Algorithm 1 differentiated through the first gradient) or authors "
+          "(the authors' code: first order, objective / eta, separate Adam moments for "
+          "constraint steps).")
+_optional(flags.BooleanParser(), "gradinit_normalize_grad", "true: the simulated SGD step "
+          "is eta * g / ||g|| (the authors' --gradinit-normalize-grad; default false).")
 flags.DEFINE_list("analyses", [], "Analyses run on the experiment's own directory once it "
                   "finishes, with tf-lottery-analyze's defaults: instability (dense network "
-                  "and deepest ticket), noise (deepest ticket), one_shot (every level). "
+                  "and deepest ticket), noise (deepest ticket), one_shot (every level), "
+                  "adversarial (every level and branch). "
                   "Transfer needs a target: run tf-lottery-analyze --analysis=transfer.")
 # Training.
 flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Optimizer.")
 flags.DEFINE_float("learning_rate", 1.2e-3, "Peak learning rate.")
 flags.DEFINE_float("momentum", 0.0, "SGD momentum.")
 flags.DEFINE_bool("nesterov", False, "Nesterov momentum (SGD).")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
+flags.DEFINE_float("weight_decay", 0.0, "Weight decay coefficient (see --weight_decay_mode).")
+flags.DEFINE_enum("weight_decay_mode", "decoupled", list(WEIGHT_DECAY_MODES),
+                  "decoupled: Keras's w -= lr * wd * w beside the update; coupled: "
+                  "PyTorch's L2, wd * w added to the gradient before momentum (the "
+                  "ResNet/VGG papers, open_lth).")
+_optional(flags.FloatParser(), "clip_grad_norm", "Clip the global L2 norm of the "
+          "gradient to this value before the update (default: no clipping).")
 flags.DEFINE_integer("batch_size", 60, "Global batch size.")
 flags.DEFINE_string("training_steps", "50000it", "Training budget per level: '50000it' or '40ep'.")
 flags.DEFINE_string("eval_every", "100it", "Validation/test evaluation period.")
@@ -117,6 +131,11 @@ flags.DEFINE_enum("criterion", "magnitude", sorted(CRITERIA), "Pruning criterion
 flags.DEFINE_string("rewind", "0it", "Rewind point k: '0it' (initialization), '500it', '1ep'.")
 flags.DEFINE_enum("retrain", "rewind", list(RETRAIN_MODES), "How pruned networks retrain.")
 flags.DEFINE_list("controls", [], f"Control branches per level: {','.join(CONTROLS)}.")
+flags.DEFINE_integer("reinit_draws", 1, "Networks the reinit control trains per level, "
+                     "each from its own fresh initialization (the paper averages 3); draw "
+                     "0 is level_<k>/reinit/, the others reinit_1/, reinit_2/, ...; the "
+                     "report averages them. Not in the run's hash: raising it extends a "
+                     "run in place.")
 flags.DEFINE_list("one_shot", [], "Target sparsities for one-shot pruning, e.g. 0.8,0.9.")
 flags.DEFINE_list("exclude", [], "Layer names never pruned.")
 # Experiment identity and runtime.
@@ -145,9 +164,11 @@ flags.DEFINE_float("checkpoint_minutes", 5.0, "Also checkpoint the level in prog
 EXPERIMENT_FLAGS = (
     "model", "dataset", "data_dir", "validation_size", "synthetic_size", "augment",
     "initializer", "dropout", "batch_norm", "optimizer", "learning_rate", "momentum",
-    "nesterov", "weight_decay", "batch_size", "training_steps", "eval_every", "lr_drops",
+    "nesterov", "weight_decay", "weight_decay_mode", "clip_grad_norm", "batch_size",
+    "training_steps", "eval_every", "lr_drops",
     "lr_drop_factor", "warmup", "levels", "pruning", "prune_rate", "prune_rate_conv",
-    "prune_rate_output", "criterion", "rewind", "retrain", "controls", "one_shot", "exclude",
+    "prune_rate_output", "criterion", "rewind", "retrain", "controls", "reinit_draws",
+    "one_shot", "exclude",
     "seed", "replicate", "run_root", "distribution", "tpu", "cpu_devices", "precision",
     "deterministic", "tensorboard", "jit_compile", "steps_per_execution", "eval_batch_size",
     "checkpoint_every", "checkpoint_minutes", "fast_loop", "analyses",
@@ -161,7 +182,7 @@ FLAG_NAMES.update(scope="pruning", rate="prune_rate", rate_conv="prune_rate_conv
 #: GradInitHparams field -> flag.
 GRADINIT_FLAG_NAMES = {field: flat for field, flat in zip(
     ("base_initializer", "steps", "eta", "gamma", "optimizer", "scale_lr", "min_scale",
-     "batch_size"), GRADINIT_FIELDS)}
+     "batch_size", "variant", "normalize_grad"), GRADINIT_FIELDS)}
 
 
 def _gradinit() -> tuple[GradInitHparams | None, str]:
@@ -222,6 +243,8 @@ def hparams() -> ExperimentHparams:
                 optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
                 momentum=FLAGS.momentum, nesterov=FLAGS.nesterov,
                 weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size,
+                weight_decay_mode=FLAGS.weight_decay_mode,
+                clip_grad_norm=FLAGS.clip_grad_norm,
                 training_steps=FLAGS.training_steps, eval_every=FLAGS.eval_every,
                 lr_drops=tuple(FLAGS.lr_drops), lr_drop_factor=FLAGS.lr_drop_factor,
                 warmup=FLAGS.warmup,
@@ -231,7 +254,7 @@ def hparams() -> ExperimentHparams:
                 rate_conv=FLAGS.prune_rate_conv, rate_output=FLAGS.prune_rate_output,
                 criterion=FLAGS.criterion, rewind=FLAGS.rewind, retrain=FLAGS.retrain,
                 controls=tuple(FLAGS.controls), one_shot=one_shot,
-                exclude=tuple(FLAGS.exclude),
+                exclude=tuple(FLAGS.exclude), reinit_draws=FLAGS.reinit_draws,
             ),
             seed=FLAGS.seed,
             precision=FLAGS.precision,

@@ -10,7 +10,9 @@ names come from ``tf_lottery.paths.ReportFiles``; the command line is
   tickets, and a tfmot gradual-magnitude-pruning baseline, at its final accuracy, when
   the replicate directory holds ``tfmot_baseline.json`` or ``tfmot_baseline_<any>.json``
   files written by ``tools/compare_tfmot.py --output``), the mean over replicates with a
-  min-max band (Frankle & Carbin, ICLR 2019, Figs. 3-5).
+  min-max band (Frankle & Carbin, ICLR 2019, Figs. 3-5). With ``reinit_draws > 1`` the
+  reinit line is the mean (and band) over every draw of every replicate, as the paper
+  averages its reinitializations.
 * ``early_stop.png``: the early-stopping iteration (iteration of minimum validation
   loss) vs weights remaining, same lines.
 * ``learning_curves.png``: test accuracy over training iterations of chosen levels
@@ -19,8 +21,10 @@ names come from ``tf_lottery.paths.ReportFiles``; the command line is
 * ``one_shot.png`` (runs with one-shot tickets, from ``PruningHparams.one_shot`` or the
   ``one_shot`` analysis): one-shot vs iterative pruning at matched sparsities (Frankle &
   Carbin 2019, Sec. 5 / Appendix).
-* ``instability.png``, ``noise.png``, ``transfer.png``: analyses found in
-  ``<replicate>/analysis/<name>.json`` (see ``tf_lottery.analysis``).
+* ``instability.png``, ``noise.png``, ``transfer.png``, ``adversarial.png``: analyses
+  found in ``<replicate>/analysis/<name>.json`` (see ``tf_lottery.analysis``);
+  ``adversarial.png`` is accuracy under FGSM and PGD vs weights remaining per epsilon
+  and branch.
 * ``report.md``: the tables behind every plot (numbers are the runs' ``summary.json``
   values, rounded for display) and the hyperparameters; ``report.json``: the same
   numbers at full precision. A ``Warnings`` section at the top lists every branch whose
@@ -55,6 +59,7 @@ from tf_lottery.report.collect import (Replicate, Run, branch_warnings, load_run
 from tf_lottery.report.markdown import report_markdown
 from tf_lottery.report.plots import (
     plot_accuracy,
+    plot_adversarial,
     plot_early_stop,
     plot_instability,
     plot_layer_sparsity,
@@ -80,6 +85,7 @@ __all__ = [
     "plot_instability",
     "plot_noise",
     "plot_transfer",
+    "plot_adversarial",
     "default_levels",
 ]
 
@@ -100,16 +106,20 @@ def _check_levels(levels) -> list[int] | None:
 
 def _warnings(run: Run) -> list[dict]:
     """The branches of a run that diverged or ended at chance accuracy (the ``Warnings``
-    of ``report.md``): ``{"replicate", "level", "branch", "diverged",
-    "diverged_iteration", "at_chance", "final_test_accuracy", "chance_accuracy"}``."""
+    of ``report.md``): ``{"replicate", "level", "branch", "draw", "diverged",
+    "diverged_iteration", "at_chance", "final_test_accuracy", "chance_accuracy"}``
+    (``draw``: which reinit draw, 0 for every other branch)."""
     out = []
     for replicate in run.replicates:
-        found = [(level, branch, s) for level, branches in replicate.levels.items()
-                 for branch, s in branches.items()]
-        found += [(target, "one_shot", s) for target, s in replicate.one_shot.items()]
-        for level, branch, s in found:
+        found = [(level, branch, draw, s)
+                 for level in sorted(set(replicate.levels) | set(replicate.draws))
+                 for branch in replicate.branch_names(level)
+                 for draw, s in replicate.summaries(level, branch)]
+        found += [(target, "one_shot", 0, s) for target, s in replicate.one_shot.items()]
+        for level, branch, draw, s in found:
             if branch_warnings(s):
                 out.append({"replicate": replicate.path, "level": level, "branch": branch,
+                            "draw": draw,
                             "diverged": bool(s.get("diverged")),
                             "diverged_iteration": s.get("diverged_iteration"),
                             "at_chance": bool(s.get("at_chance")),
@@ -126,6 +136,9 @@ def _report_json(run_list: list[Run], written: dict[str, str]) -> dict:
         "runs": [{
             "path": run.path, "label": run.label, "hparams": run.hparams,
             "replicates": [{"path": r.path, "levels": {str(k): v for k, v in r.levels.items()},
+                            "draws": {str(k): {b: {str(d): s for d, s in found.items()}
+                                               for b, found in v.items()}
+                                      for k, v in r.draws.items()},
                             "one_shot": {str(k): v for k, v in r.one_shot.items()},
                             "in_progress": r.in_progress, "tfmot": r.tfmot,
                             "analyses": r.analyses} for r in run.replicates],
@@ -151,8 +164,8 @@ def make_report(run_dirs, out_dir, *, levels=None, prefix: str = "",
     Returns:
         ``{kind: path}`` of the files written (``"accuracy"``, ``"early_stop"``,
         ``"learning_curves"``, ``"layer_sparsity"``, ``"one_shot"``, ``"instability"``,
-        ``"noise"``, ``"transfer"``, ``"markdown"``, ``"json"``); plots with nothing
-        to show are not written.
+        ``"noise"``, ``"transfer"``, ``"adversarial"``, ``"markdown"``, ``"json"``); plots
+        with nothing to show are not written.
 
     Raises:
         ValueError: before writing anything, for bad ``run_dirs`` (see ``load_runs``),
@@ -181,6 +194,7 @@ def make_report(run_dirs, out_dir, *, levels=None, prefix: str = "",
         "instability": plot_instability(run_list, out.plot("instability")),
         "noise": plot_noise(run_list, out.plot("noise")),
         "transfer": plot_transfer(run_list, out.plot("transfer")),
+        "adversarial": plot_adversarial(run_list, out.plot("adversarial")),
     }
     written = {k: v for k, v in plots.items() if v is not None}
     if images_only:

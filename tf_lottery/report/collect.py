@@ -1,7 +1,8 @@
 """Reading run directories for a report: what every replicate holds, finished or not.
 
 A replicate is read through its ``tf_lottery.paths.ReplicateDir``: every finished branch
-(``level_<k>/<branch>/summary.json``) directly, so ``results.json`` is not needed, the
+(``level_<k>/<branch>/summary.json``, and ``level_<k>/reinit_<d>/`` for the further
+draws of the reinit control) directly, so ``results.json`` is not needed, the
 branches still training with the iteration of their last checkpoint, the one-shot
 tickets, the tfmot baselines and the analyses. ``load_runs`` groups replicates into runs
 and labels them for legends.
@@ -20,6 +21,7 @@ __all__ = [
     "Run",
     "analysis_entries",
     "branch_key",
+    "branch_label",
     "branch_warnings",
     "flatten",
     "format_value",
@@ -34,6 +36,11 @@ BRANCH_ORDER = ("lottery", "reinit", "random_prune", "one_shot", "tfmot_gmp")
 def branch_key(branch: str):
     """Sort key of a branch name: ``BRANCH_ORDER`` first, then alphabetical."""
     return (BRANCH_ORDER.index(branch) if branch in BRANCH_ORDER else len(BRANCH_ORDER), branch)
+
+
+def branch_label(branch: str, draw: int = 0) -> str:
+    """A branch in tables: its name, and ``"reinit draw 2"`` for a further draw."""
+    return f"{branch} draw {draw}" if draw else branch
 
 
 def branch_warnings(summary: dict) -> dict:
@@ -60,18 +67,22 @@ class Replicate:
         path: the replicate directory (absolute).
         index: ``r`` of ``replicate_<r>``, or ``None`` for a directory of another name.
         levels: ``levels[k][branch]`` is the ``summary.json`` dict of a finished branch
-            (sparsity a fraction, iterations ints, accuracies in [0, 1]).
+            (sparsity a fraction, iterations ints, accuracies in [0, 1]); for the reinit
+            control that of its draw 0 (``level_<k>/reinit/``).
         one_shot: ``{target sparsity: summary}`` of finished one-shot tickets: the run's
             own (``one_shot/sparsity_<s>/lottery``) and those of the ``one_shot``
             analysis (``analysis/one_shot.json`` entries; the run's win on equal targets).
-        in_progress: ``[{"level", "branch", "iteration", "path"}]`` of branches with a
-            mask or checkpoint but no summary yet (``iteration``: last checkpoint, or
-            ``None``).
+        in_progress: ``[{"level", "branch", "draw", "iteration", "path"}]`` of branches
+            with a mask or checkpoint but no summary yet (``iteration``: last checkpoint,
+            or ``None``; ``draw`` 0 but for further reinit draws).
         tfmot: tfmot baseline points ``[{"level", "sparsity", "test_accuracy"}]`` read
             from ``tfmot_baseline.json`` and ``tfmot_baseline_<any>.json`` (empty if
             absent).
         analyses: ``{name: JSON}`` of ``analysis/<name>.json`` files.
         warnings: problems met while reading (unreadable files), for the report.
+        draws: ``draws[k][branch][d]`` is the summary of finished draw ``d >= 1`` of a
+            branch trained several times per level (the reinit control with
+            ``reinit_draws > 1``: ``level_<k>/reinit_<d>/``); empty otherwise.
     """
 
     path: str
@@ -82,10 +93,25 @@ class Replicate:
     tfmot: list[dict]
     analyses: dict[str, dict]
     warnings: list[str]
+    draws: dict[int, dict[str, dict[int, dict]]] = dataclasses.field(default_factory=dict)
 
-    def metrics(self, level: int, branch: str) -> list[dict]:
-        """The evaluation rows (``metrics.csv``) of a finished branch; ``[]`` if absent."""
-        path = paths.ReplicateDir(self.path, self.index).branch(level, branch).metrics
+    def branch_names(self, level) -> list[str]:
+        """The branches with a finished draw in ``level``, in ``branch_key`` order."""
+        names = set(self.levels.get(level, {})) | set(self.draws.get(level, {}))
+        return sorted(names, key=branch_key)
+
+    def summaries(self, level, branch: str) -> list[tuple[int, dict]]:
+        """``[(draw, summary)]`` of every finished draw of ``branch`` in ``level``,
+        draw 0 (``levels``) first: one entry for a branch trained once, up to
+        ``reinit_draws`` for the reinit control; ``[]`` when none finished."""
+        found = [(0, self.levels[level][branch])] if branch in self.levels.get(level, {}) \
+            else []
+        return found + sorted(self.draws.get(level, {}).get(branch, {}).items())
+
+    def metrics(self, level: int, branch: str, draw: int = 0) -> list[dict]:
+        """The evaluation rows (``metrics.csv``) of a finished branch (draw ``draw`` of
+        the reinit control); ``[]`` if absent."""
+        path = paths.ReplicateDir(self.path, self.index).branch(level, branch, draw).metrics
         if not os.path.exists(path):
             return []
         return files.read_csv(path)
@@ -129,8 +155,8 @@ def _pending(branch: paths.BranchDir, level) -> dict:
             iteration = files.read_json(branch.checkpoint).get("step")
         except (ValueError, OSError):
             iteration = None
-    return {"level": level, "branch": branch.branch, "iteration": iteration,
-            "path": branch.path}
+    return {"level": level, "branch": branch.branch, "draw": branch.draw,
+            "iteration": iteration, "path": branch.path}
 
 
 def _tfmot_points(path: str, warnings: list) -> list[dict]:
@@ -163,14 +189,18 @@ def read_replicate(path: str | os.PathLike) -> Replicate:
     rep = paths.ReplicateDir.at(os.path.abspath(os.fspath(path)))
     warnings: list[str] = []
     levels: dict[int, dict[str, dict]] = {}
+    draws: dict[int, dict[str, dict[int, dict]]] = {}
     in_progress = []
     for level in rep.levels():
-        for branch in sorted(rep.branches(level), key=lambda b: branch_key(b.branch)):
+        for branch in sorted(rep.branches(level),
+                             key=lambda b: (branch_key(b.branch), b.draw)):
             summary = _read_json(branch.summary, warnings)
-            if summary is not None:
+            if summary is None:
+                in_progress.append(_pending(branch, level))
+            elif branch.draw == 0:
                 levels.setdefault(level, {})[branch.branch] = summary
             else:
-                in_progress.append(_pending(branch, level))
+                draws.setdefault(level, {}).setdefault(branch.branch, {})[branch.draw] = summary
     one_shot = {}
     for target in rep.one_shot_targets():
         branch = rep.one_shot(target)
@@ -197,11 +227,12 @@ def read_replicate(path: str | os.PathLike) -> Replicate:
                             "was skipped")
     in_progress.sort(key=lambda p: (isinstance(p["level"], str), p["level"]
                                     if isinstance(p["level"], int) else 0, str(p["level"]),
-                                    branch_key(p["branch"])))
+                                    branch_key(p["branch"]), p["draw"]))
     return Replicate(
         path=rep.path, index=rep.index,
         levels=dict(sorted(levels.items())), one_shot=dict(sorted(one_shot.items())),
         in_progress=in_progress, tfmot=tfmot, analyses=analyses, warnings=warnings,
+        draws=dict(sorted(draws.items())),
     )
 
 

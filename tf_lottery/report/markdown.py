@@ -11,8 +11,8 @@ import os
 import numpy as np
 
 from tf_lottery.report import stats
-from tf_lottery.report.collect import (Run, analysis_entries, branch_key, branch_warnings,
-                                      flatten, format_value)
+from tf_lottery.report.collect import (Run, analysis_entries, branch_key, branch_label,
+                                      branch_warnings, flatten, format_value)
 from tf_lottery.report.stats import isnan
 
 __all__ = [
@@ -37,6 +37,7 @@ CAPTIONS = {
     "instability": "Error along the linear path between two trained copies",
     "noise": "Accuracy vs noise added at the rewind point",
     "transfer": "Ticket transfer",
+    "adversarial": "Accuracy under FGSM and PGD vs weights remaining",
 }
 
 
@@ -56,14 +57,16 @@ def report_markdown(run_list: list[Run], plots: dict[str, str], levels=None) -> 
 
 
 def _branches(run: Run):
-    """``(replicate, level, branch, summary)`` of every finished branch of a run, one-shot
-    tickets (branch ``"one_shot"``, level the target sparsity) last."""
+    """``(replicate, level, branch, draw, summary)`` of every finished branch of a run
+    (each draw of the reinit control), one-shot tickets (branch ``"one_shot"``, level
+    the target sparsity) last."""
     for replicate in run.replicates:
-        for level, branches in replicate.levels.items():
-            for branch, summary in branches.items():
-                yield replicate, level, branch, summary
+        for level in sorted(set(replicate.levels) | set(replicate.draws)):
+            for branch in replicate.branch_names(level):
+                for draw, summary in replicate.summaries(level, branch):
+                    yield replicate, level, branch, draw, summary
         for target, summary in replicate.one_shot.items():
-            yield replicate, target, "one_shot", summary
+            yield replicate, target, "one_shot", 0, summary
 
 
 def warning_marker(summary: dict) -> str:
@@ -88,10 +91,10 @@ def warnings_markdown(run_list: list[Run]) -> list[str]:
     lines = []
     for run in run_list:
         where = f"`{run.label}` " if len(run_list) > 1 else ""
-        for replicate, level, branch, summary in _branches(run):
+        for replicate, level, branch, draw, summary in _branches(run):
             found = branch_warnings(summary)
             what = (f"one-shot ticket {level:.4f}" if branch == "one_shot"
-                    else f"level {level} {branch}")
+                    else f"level {level} {branch_label(branch, draw)}")
             name = f"- {where}`{os.path.basename(replicate.path)}` {what}"
             if "diverged" in found:
                 iteration = found["diverged"]
@@ -174,8 +177,9 @@ def run_markdown(run: Run, curve_levels) -> list[str]:
            "prunable weights pruned; the early-stopping iteration is the iteration of "
            "minimum validation loss, and *test acc @ES* the test accuracy there.", ""]
     rows, marks = [], []
-    for replicate, level, branch, s in _branches(run):
-        rows.append([os.path.basename(replicate.path), level_name(level, branch), branch,
+    for replicate, level, branch, draw, s in _branches(run):
+        rows.append([os.path.basename(replicate.path), level_name(level, branch),
+                     branch_label(branch, draw),
                      fmt(100 * s["weights_remaining"], 2) if "weights_remaining" in s
                      else fmt(100 * (1 - s["sparsity"]), 2),
                      fmt(s["sparsity"]), fmt(s.get("early_stop_iteration")),
@@ -194,17 +198,21 @@ def run_markdown(run: Run, curve_levels) -> list[str]:
     pending = [(os.path.basename(r.path), p) for r in run.replicates for p in r.in_progress]
     if pending:
         md += ["Not finished yet (no `summary.json`):", ""]
-        md += [f"- `{name}` level {p['level']} {p['branch']}: "
+        md += [f"- `{name}` level {p['level']} "
+               f"{branch_label(p['branch'], p.get('draw', 0))}: "
                + (f"checkpoint at iteration {p['iteration']}" if p["iteration"] is not None
                   else "started, no checkpoint yet") for name, p in pending]
         md.append("")
 
     aggregated = stats.aggregate(run)
-    if len(run.replicates) > 1:
+    drawn = any(r["n"] > r["replicates"] for r in aggregated)  # several reinit draws
+    if len(run.replicates) > 1 or drawn:
         md += ["### Over replicates (plotted)", "", "mean [min, max] over the replicates "
-               "that finished each branch.", ""]
+               "that finished each branch" + (
+                   "; the reinit control over every finished draw of every replicate "
+                   "(`reinit_draws`), `n` counting networks" if drawn else "") + ".", ""]
         counts: dict[tuple, dict[str, int]] = {}
-        for _, level, branch, s in _branches(run):
+        for _, level, branch, _, s in _branches(run):
             for kind in branch_warnings(s):
                 found = counts.setdefault((branch, level), {})
                 found[kind] = found.get(kind, 0) + 1
@@ -284,7 +292,7 @@ def _curve_markdown(run: Run, curve_levels) -> list[str]:
         return []
     curves = []
     for level in chosen:
-        for branch in sorted({b for r in run.replicates for b in r.levels.get(level, {})},
+        for branch in sorted({b for r in run.replicates for b in r.branch_names(level)},
                              key=branch_key):
             curve = stats.curve(run, level, branch)
             if curve is not None:
@@ -294,20 +302,30 @@ def _curve_markdown(run: Run, curve_levels) -> list[str]:
     longest = max(curves, key=lambda c: len(c[2]["iteration"]))[2]["iteration"]
     picks = sorted({longest[int(i)] for i in np.linspace(0, len(longest) - 1, 8).round()})
     md = ["### Learning curves (test accuracy)", "",
-          f"Levels {', '.join(map(str, chosen))}; test accuracy (mean over replicates) at "
+          f"Levels {', '.join(map(str, chosen))}; test accuracy (mean over replicates and "
+          "reinit draws) at "
           "eight of the evaluated iterations; the full curves are each branch's "
           "`metrics.csv`.", ""]
     rows = []
     for level, branch, curve in curves:
         lookup = dict(zip(curve["iteration"], curve["mean"]))
-        remaining = next(r.levels[level][branch]["weights_remaining"] for r in run.replicates
-                         if branch in r.levels.get(level, {}))
+        remaining = next(s["weights_remaining"] for r in run.replicates
+                         for _, s in r.summaries(level, branch))
         rows.append([level, branch, fmt(100 * remaining, 1)]
                     + [fmt(lookup.get(i)) for i in picks])
     md += table(["level", "branch", "remaining %"] + [f"it {i}" for i in picks], rows,
                  ["---:", "---"] + ["---:"] * (len(picks) + 1))
     md.append("")
     return md
+
+
+def _bn_stats(entry: dict) -> str:
+    """How an instability entry treated BatchNorm statistics: the number of batches they
+    were re-estimated on, ``interp.`` (interpolated) for a network with BatchNorm, ``-``
+    for one without (or an entry written before ``bn_layers`` was recorded)."""
+    if "bn_reestimate" in entry["key"]:
+        return f"{entry['key']['bn_reestimate']} batches"
+    return "interp." if entry.get("bn_layers") else "-"
 
 
 def _analysis_markdown(run: Run) -> list[str]:
@@ -319,7 +337,10 @@ def _analysis_markdown(run: Run) -> list[str]:
                "Two copies of the network at the rewind point trained with different data "
                "orders; test error of `a*w1 + (1-a)*w2` at evenly spaced `a`. Instability = "
                "max error minus the mean of the two end errors (Frankle et al., ICML 2020); "
-               "stable means below 0.02.", ""]
+               "stable means below 0.02. *train* is the same barrier on train error (a fixed "
+               "subset of the training split); *BN stats*: the BatchNorm statistics of each "
+               "network on the path re-estimated on that many training batches, or "
+               "interpolated (`interp.`); `-` without BatchNorm.", ""]
         rows = []
         for _, replicate, e in instability:
             key = e["key"]
@@ -328,13 +349,13 @@ def _analysis_markdown(run: Run) -> list[str]:
                          key["training_steps"], len(e["alphas"]),
                          fmt(e["test_error"][0]), fmt(e["test_error"][-1]),
                          fmt(max(e["test_error"])), fmt(e["instability"]),
-                         fmt(e.get("val_instability")),
-                         "yes" if e["instability"] < 0.02 else "no"])
+                         fmt(e.get("instability_train")), fmt(e.get("val_instability")),
+                         _bn_stats(e), "yes" if e["instability"] < 0.02 else "no"])
         md += table(["replicate", "level", "mask", "remaining %", "rewind", "budget", "points",
                       "error a=0", "error a=1", "max error", "instability (test)",
-                      "instability (val)", "stable"], rows,
+                      "instability (train)", "instability (val)", "BN stats", "stable"], rows,
                      ["---", "---:", "---", "---:", "---", "---", "---:", "---:", "---:",
-                      "---:", "---:", "---:", "---"])
+                      "---:", "---:", "---:", "---:", "---", "---"])
         md.append("")
     noise = analysis_entries(single, "noise")
     if noise:
@@ -363,7 +384,9 @@ def _analysis_markdown(run: Run) -> list[str]:
                "(Morcos et al., NeurIPS 2019), against a random mask with the same per-layer "
                "counts, the ticket found on the target and the dense network on the target.",
                ""]
-        rows = [[os.path.basename(rep.path), f"{e['key']['source']} → {e['key']['target']}",
+        rows = [[os.path.basename(rep.path), f"{e['key']['source']} → {e['key']['target']}"
+                 + (f" ({e['key']['target_preprocess']})" if "target_preprocess" in e["key"]
+                    else ""),
                  e["key"]["level"], e["key"]["method"], fmt(100 * e["weights_remaining"], 2),
                  e["key"]["training_steps"], fmt(e.get("early_stop_iteration")),
                  fmt(e.get("early_stop_test_accuracy")), fmt(e.get("final_test_accuracy")),
@@ -373,5 +396,55 @@ def _analysis_markdown(run: Run) -> list[str]:
                       "early-stop it", "test acc @ES", "final test acc", "re-initialized"],
                      rows, ["---", "---", "---:", "---", "---:", "---", "---:", "---:",
                             "---:", "---"])
+        md.append("")
+    return md + _adversarial_markdown(run)
+
+
+def _adversarial_column(attack: str, pgd, epsilon: float, several: bool) -> str:
+    if attack == "none":
+        return "clean"
+    if attack == "fgsm":
+        return f"FGSM {epsilon:g}"
+    name = f"PGD-{pgd[0]}"
+    if several:
+        name += f" (step {pgd[1]:g} eps{'' if pgd[2] else ', no random start'})"
+    return f"{name} {epsilon:g}"
+
+
+def _adversarial_markdown(run: Run) -> list[str]:
+    rows = stats.adversarial_rows(run)
+    if not rows:
+        return []
+    settings = sorted({r["pgd"] for r in rows if r["pgd"] is not None})
+    md = ["### Adversarial robustness", "",
+          "Test accuracy of each branch's final weights under FGSM (Goodfellow et al., ICLR "
+          "2015) and L-infinity PGD (Madry et al., ICLR 2018) at each epsilon, in units of "
+          "the [0, 1] pixel range (divided by the channel std for standardized inputs), on "
+          "the first examples of the test split; clean is the accuracy on the same examples. "
+          "PGD: " + "; ".join(f"{s[0]} steps of {s[1]:g} x epsilon, "
+                              + ("random start" if s[2] else "no random start")
+                              for s in settings) + ". Level 0 is the dense network.", ""]
+    for examples in sorted({r["examples"] for r in rows}):
+        chosen = [r for r in rows if r["examples"] == examples]
+        columns = sorted({(r["attack"], r["pgd"], r["epsilon"]) for r in chosen},
+                         key=lambda c: ({"none": 0, "fgsm": 1}.get(c[0], 2), c[1] or (), c[2]))
+        networks = sorted({(r["level"], r["branch"]) for r in chosen},
+                          key=lambda n: (n[0], branch_key(n[1])))
+        cells = {(r["level"], r["branch"], r["attack"], r["pgd"], r["epsilon"]): r
+                 for r in chosen}
+        table_rows = []
+        for level, branch in networks:
+            found = [r for r in chosen if (r["level"], r["branch"]) == (level, branch)]
+            line = [level, "dense" if level == 0 else branch,
+                    fmt(100 * found[0]["weights_remaining"], 2)]
+            for attack, pgd, eps in columns:
+                cell = cells.get((level, branch, attack, pgd, eps))
+                line.append("-" if cell is None else fmt_stats(cell["accuracy"]))
+            table_rows.append(line)
+        md += [f"{examples} test examples; mean [min, max] over replicates where there are "
+               "several.", ""]
+        md += table(["level", "network", "remaining %"]
+                    + [_adversarial_column(a, p, e, len(settings) > 1) for a, p, e in columns],
+                    table_rows, ["---:", "---", "---:"] + ["---:"] * len(columns))
         md.append("")
     return md

@@ -19,6 +19,7 @@ __all__ = [
     "TRANSFER_METHODS",
     "branch_series",
     "plot_accuracy",
+    "plot_adversarial",
     "plot_early_stop",
     "plot_instability",
     "plot_layer_sparsity",
@@ -34,7 +35,8 @@ def branch_series(run_list: list[Run], metric: str, branches=None) -> list[dict]
 
     Each ``{"run", "branch", "label", "x", "mean", "min", "max", "n"}``: ``x`` the
     weights remaining in percent (decreasing), ``mean``/``min``/``max`` the ``metric``
-    over replicates, ``n`` the most replicates behind a point. The ``reinit`` and
+    over replicates (and over the reinit control's draws, ``reinit_draws``), ``n`` the
+    most networks behind a point. The ``reinit`` and
     ``random_prune`` lines start at the dense network (level 0 of ``lottery``), as in
     the paper's figures. The tfmot baseline has no early-stopping point (tfmot trains
     without a validation split): it shows its final test accuracy for
@@ -99,7 +101,12 @@ def _branch_plot(run_list: list[Run], path: str, metric: str, ylabel: str, title
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     n = max(len(r.replicates) for r in run_list)
-    ax.set_title(title + (f" (mean, min-max band over {n} replicates)" if n > 1 else ""))
+    draws = max((row["n"] // max(row["replicates"], 1) for run in run_list
+                 for row in stats.aggregate(run) if row["branch"] == "reinit"), default=1)
+    if n > 1 or draws > 1:
+        title += (f" (mean, min-max band over {n} replicate{'s' if n > 1 else ''}"
+                  + (f"; reinit: {draws} draws each" if draws > 1 else "") + ")")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return figures.save(fig, path)
 
@@ -148,14 +155,13 @@ def plot_learning_curves(run_list: list[Run], path: str, levels=None, *,
         curves, windows = [], []
         for j, level in enumerate(chosen):
             color = cmap(j / max(1, len(chosen) - 1) * 0.9)
-            branches = sorted({b for r in run.replicates for b in r.levels.get(level, {})},
+            branches = sorted({b for r in run.replicates for b in r.branch_names(level)},
                               key=branch_key)
             for branch in branches:
                 curve = stats.curve(run, level, branch)
                 if curve is None:
                     continue
-                summaries = [r.levels[level][branch] for r in run.replicates
-                             if branch in r.levels.get(level, {})]
+                summaries = [s for r in run.replicates for _, s in r.summaries(level, branch)]
                 label = f"{100 * summaries[0]['weights_remaining']:.1f}%"
                 if level == 0:
                     label += " (dense)"
@@ -299,7 +305,8 @@ def plot_instability(run_list: list[Run], path: str) -> str | None:
     """Test error along the linear path ``a*w1 + (1-a)*w2`` between two copies trained
     from the same weights with different data orders, one line per analysed network
     and rewind point, instability in the legend (Frankle et al., "Linear Mode
-    Connectivity and the Lottery Ticket Hypothesis", ICML 2020, Fig. 1-2)."""
+    Connectivity and the Lottery Ticket Hypothesis", ICML 2020, Fig. 1-2); the train
+    error along the same path dashed, where the entry has it."""
     entries = analysis_entries(run_list, "instability")
     if not entries:
         return None
@@ -307,14 +314,23 @@ def plot_instability(run_list: list[Run], path: str) -> str | None:
                                 t[2]["key"]["level"], t[2]["key"]["mask"]))
     fig, axes = figures.figure(height=4.5 + 0.22 * len(entries))
     ax = axes[0, 0]
+    dashed = False
     for i, (run, replicate, entry) in enumerate(entries):
-        label = _entry_label(run_list, run, replicate, entry,
-                             f", {entry['key']['training_steps']}: instability "
-                             f"{entry['instability']:.4f}")
+        train = entry.get("train_error") or []
+        extra = (f", {entry['key']['training_steps']}: instability {entry['instability']:.4f}"
+                 + (f" (train {entry['instability_train']:.4f})"
+                    if entry.get("instability_train") is not None else "")
+                 + (f", BN re-estimated ({entry['key']['bn_reestimate']} batches)"
+                    if "bn_reestimate" in entry["key"] else ""))
+        label = _entry_label(run_list, run, replicate, entry, extra)
         ax.plot(entry["alphas"], [100 * e for e in entry["test_error"]], marker="o",
                 markersize=3, color=f"C{i % 10}", label=label)
+        if train and None not in train:
+            ax.plot(entry["alphas"], [100 * e for e in train], linestyle="--",
+                    color=f"C{i % 10}", alpha=0.8)
+            dashed = True
     ax.set_xlabel("interpolation a (network a*w1 + (1-a)*w2)")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel("test error (%), train error dashed" if dashed else "test error (%)")
     ax.set_title("Error along the line between two copies trained with different data "
                  "orders\n(instability = max error - mean of the end errors; stable < 0.02)",
                  fontsize=10)
@@ -378,7 +394,9 @@ def plot_transfer(run_list: list[Run], path: str) -> str | None:
     groups: dict[str, dict] = {}
     for run, replicate, entry in entries:
         key = entry["key"]
-        group = f"{key['source']} → {key['target']}\nlevel {key['level']}"
+        group = f"{key['source']} → {key['target']}" + (
+            f" ({key['target_preprocess']})" if "target_preprocess" in key else "")
+        group += f"\nlevel {key['level']}"
         if len(run.replicates) > 1:
             group = f"{os.path.basename(replicate.path)}\n{group}"
         if len(run_list) > 1:
@@ -412,4 +430,85 @@ def plot_transfer(run_list: list[Run], path: str) -> str | None:
     ax.set_ylabel("test accuracy at early stopping (target)")
     ax.set_title("Ticket transfer")
     ax.legend(fontsize=8)
+    return figures.save(fig, path)
+
+
+#: Line style of each branch in ``adversarial.png`` (colors are epsilons there).
+_ADVERSARIAL_DASHES = {"lottery": "-", "reinit": "--", "random_prune": ":"}
+
+
+def adversarial_selection(rows: list[dict]) -> tuple[list[dict], int, tuple | None]:
+    """The rows of ``stats.adversarial_rows`` one figure shows: those of the largest
+    ``examples``, and of PGD the most frequent setting (ties: the larger setting).
+    Returns ``(rows, examples, pgd setting or None)``."""
+    examples = max(r["examples"] for r in rows)
+    rows = [r for r in rows if r["examples"] == examples]
+    settings = [r["pgd"] for r in rows if r["pgd"] is not None]
+    pgd = max(set(settings), key=lambda s: (settings.count(s), s)) if settings else None
+    return [r for r in rows if r["pgd"] in (None, pgd)], examples, pgd
+
+
+def plot_adversarial(run_list: list[Run], path: str) -> str | None:
+    """Test accuracy under FGSM (left; Goodfellow et al., ICLR 2015) and L-infinity PGD
+    (right; Madry et al., ICLR 2018) vs weights remaining, one color per epsilon (pixel
+    units of [0, 1]) and black for the clean accuracy, one line style per branch
+    (ticket solid, reinit dashed, random pruning dotted; the controls start at the
+    dense network, level 0); one row of panels per run, mean and min-max band over
+    replicates (``tf_lottery.analysis.run_adversarial``). With several numbers of
+    examples or PGD settings in a run, the largest number and the most frequent PGD
+    setting are drawn (the report's table has all)."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    per_run = [(run, stats.adversarial_rows(run)) for run in run_list]
+    per_run = [(run, *adversarial_selection(rows)) for run, rows in per_run if rows]
+    if not per_run:
+        return None
+    epsilons = sorted({r["epsilon"] for _, rows, _, _ in per_run for r in rows
+                       if r["attack"] != "none"})
+    colors = {eps: colormaps["plasma"](0.8 * j / max(1, len(epsilons) - 1))
+              for j, eps in enumerate(epsilons)}
+    colors[0.0] = "black"
+    branches = sorted({r["branch"] for _, rows, _, _ in per_run for r in rows}, key=branch_key)
+    fig, axes = figures.figure(ncols=2, nrows=len(per_run), width=6.0)
+    for i, (run, rows, examples, pgd) in enumerate(per_run):
+        for col, attack in enumerate(("fgsm", "pgd")):
+            ax = axes[i, col]
+            remaining = []
+            for eps in [0.0] + epsilons:
+                kind = "none" if eps == 0.0 else attack
+                chosen = [r for r in rows if r["attack"] == kind and r["epsilon"] == eps]
+                dense = [r for r in chosen if r["branch"] == "lottery" and r["level"] == 0]
+                for branch in branches:
+                    points = [r for r in chosen if r["branch"] == branch]
+                    if not points:
+                        continue
+                    if branch != "lottery":
+                        points = dense + points  # every branch's level 0 is the dense network
+                    points.sort(key=lambda r: -r["weights_remaining"])
+                    x = [100 * r["weights_remaining"] for r in points]
+                    remaining += x
+                    style = dict(color=colors[eps],
+                                 linestyle=_ADVERSARIAL_DASHES.get(branch, "-."),
+                                 marker=figures.BRANCH_STYLE.get(branch, {}).get("marker", "o"))
+                    ax.plot(x, [r["accuracy"]["mean"] for r in points], markersize=4, **style)
+                    if any(r["accuracy"]["n"] > 1 for r in points):
+                        ax.fill_between(x, [r["accuracy"]["min"] for r in points],
+                                        [r["accuracy"]["max"] for r in points],
+                                        color=colors[eps], alpha=0.15, linewidth=0)
+            figures.remaining_axis(ax, remaining)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("test accuracy under attack")
+            name = "FGSM" if attack == "fgsm" else (
+                "PGD" if pgd is None else f"PGD-{pgd[0]}, step {pgd[1]:g} eps"
+                + (", random start" if pgd[2] else ""))
+            ax.set_title(f"{run.label + ': ' if len(per_run) > 1 else ''}{name} "
+                         f"({examples} test examples)", fontsize=10)
+    handles = [Line2D([], [], color=colors[eps], label="clean" if eps == 0.0 else f"eps = {eps:g}")
+               for eps in [0.0] + epsilons]
+    handles += [Line2D([], [], color="gray", linestyle=_ADVERSARIAL_DASHES.get(branch, "-."),
+                       marker=figures.BRANCH_STYLE.get(branch, {}).get("marker", "o"),
+                       label=figures.BRANCH_LABEL.get(branch, branch)) for branch in branches]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=len(handles))
+    fig.suptitle("Accuracy under L-infinity attacks (eps in units of the [0, 1] pixel range)")
     return figures.save(fig, path)
