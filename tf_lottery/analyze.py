@@ -1,9 +1,6 @@
-"""``python -m tf_lottery.analyze``: analyses of a run (see ``tf_lottery.cli.analyze``).
-
-A thin entry point; the command lives in ``tf_lottery.cli``.
-"""
-
-from tf_lottery.cli.analyze import run
+"""``python -m tf_lottery.analyze``: analyses of a run (``tf_lottery.cli.analyze``)."""
 
 if __name__ == "__main__":
-    run()
+    from tf_lottery import main
+
+    main.run("analyze")

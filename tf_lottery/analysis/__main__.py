@@ -1,5 +1,5 @@
 """``python -m tf_lottery.analysis``: the old spelling of ``python -m tf_lottery.analyze``."""
 
-from tf_lottery.cli.analyze import run
+from tf_lottery import main
 
-run()
+main.run("analyze")

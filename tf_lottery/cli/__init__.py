@@ -8,6 +8,7 @@
 
 ``experiment_flags`` holds the experiment's flags (shared by ``tune``) and ``errors`` the
 one error and exit-code handler, which rewrites library arguments in error messages as
-the flags that set them. Nothing outside this package imports it, except the thin
-``python -m`` entry points.
+the flags that set them. Nothing outside this package imports it except
+``tf_lottery.main``, the program's entry, through which every ``python -m`` spelling
+(``tf_lottery.analyze``, the packages' ``__main__.py``) runs its command.
 """

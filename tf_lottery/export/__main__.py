@@ -1,5 +1,6 @@
-"""``python -m tf_lottery.export``: a thin entry point to ``tf_lottery.cli.export``."""
+"""``python -m tf_lottery.export``: the command (``tf_lottery.cli.export``), run through
+``tf_lottery.main``."""
 
-from tf_lottery.cli.export import run
+from tf_lottery import main
 
-run()
+main.run("export")

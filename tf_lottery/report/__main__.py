@@ -1,5 +1,6 @@
-"""``python -m tf_lottery.report``: a thin entry point to ``tf_lottery.cli.report``."""
+"""``python -m tf_lottery.report``: the command (``tf_lottery.cli.report``), run through
+``tf_lottery.main``."""
 
-from tf_lottery.cli.report import run
+from tf_lottery import main
 
-run()
+main.run("report")

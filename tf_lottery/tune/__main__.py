@@ -1,5 +1,6 @@
-"""``python -m tf_lottery.tune``: a thin entry point to ``tf_lottery.cli.tune``."""
+"""``python -m tf_lottery.tune``: the command (``tf_lottery.cli.tune``), run through
+``tf_lottery.main``."""
 
-from tf_lottery.cli.tune import run
+from tf_lottery import main
 
-run()
+main.run("tune")
