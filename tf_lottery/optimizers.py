@@ -126,7 +126,9 @@ class _TorchOrder:
     plain tensor code, so it runs inside the XLA-compiled train step.
     """
 
-    def _init_torch_order(self, coupled_weight_decay, clip_grad_norm, decay_masks):
+    def __init__(self, *args, coupled_weight_decay=0.0, clip_grad_norm=None,
+                 decay_masks=(), **kwargs):
+        super().__init__(*args, **kwargs)  # the Keras optimizer after this mixin
         if not hasattr(super(), "_all_reduce_sum_gradients"):
             raise RuntimeError(f"{type(self).__name__} needs Keras's TensorFlow backend.")
         if coupled_weight_decay < 0:
@@ -147,7 +149,8 @@ class _TorchOrder:
             masks=[self._decay_masks.get(self._var_key(v)) for v in weights])
         return list(zip(grads, weights))
 
-    def _torch_config(self, config):
+    def get_config(self):
+        config = super().get_config()
         config.update(coupled_weight_decay=self.coupled_weight_decay,
                       clip_grad_norm=self.clip_grad_norm)
         return config
@@ -173,28 +176,12 @@ class TorchSGD(_TorchOrder, keras.optimizers.SGD):
                "* w)``, ``w <- w + v``, which is ``torch.optim.SGD``'s update for a constant "
                "learning rate.\n" + _TORCH_ARGS)
 
-    def __init__(self, *args, coupled_weight_decay=0.0, clip_grad_norm=None,
-                 decay_masks=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_torch_order(coupled_weight_decay, clip_grad_norm, decay_masks)
-
-    def get_config(self):
-        return self._torch_config(super().get_config())
-
 
 @keras.saving.register_keras_serializable(package="tf_lottery")
 class TorchAdam(_TorchOrder, keras.optimizers.Adam):
     __doc__ = ("``keras.optimizers.Adam`` with PyTorch's coupled weight decay (``g + wd * "
                "w`` enters both moments, ``torch.optim.Adam(weight_decay=)``) and global "
                "gradient clipping (``paper_gradients``).\n" + _TORCH_ARGS)
-
-    def __init__(self, *args, coupled_weight_decay=0.0, clip_grad_norm=None,
-                 decay_masks=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_torch_order(coupled_weight_decay, clip_grad_norm, decay_masks)
-
-    def get_config(self):
-        return self._torch_config(super().get_config())
 
 
 def masked_weights(model) -> list:

@@ -398,17 +398,17 @@ class _Engine:
                 else:
                     logs = model.train_function(stream)
                 step += count
-                train = {k: float(v) for k, v in logs.items()}
                 # Keras's TerminateOnNaN, once per compiled call: the running mean loss is
                 # non-finite from the first non-finite step on. (A test inside the loop's
                 # condition cost 2-3% of a LeNet epoch; a call is at most S iterations.)
-                if not math.isfinite(train["loss"]):
+                if not math.isfinite(float(logs["loss"])):
                     diverged = step
                     break
                 if step < boundary:
                     train_seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     stop_or_checkpoint(step, partial=True)
+            train = {k: float(v) for k, v in logs.items()}
             train_seconds += time.perf_counter() - t0
             if capture_at is not None and step == capture_at and diverged is None:
                 on_capture()
@@ -424,8 +424,10 @@ class _Engine:
                         checkpoint(step, partial=False)
                     stop_or_checkpoint(step, partial=False)
         callbacks.on_train_end()
-        summary = self._summary(rows, level, branch, start, end, train_seconds, eval_seconds,
-                                diverged)
+        summary = branch_summary(
+            rows, masking.sparsity_report(model), level=level, branch=branch, start=start,
+            end=end, train_seconds=train_seconds, eval_seconds=eval_seconds,
+            diverged=diverged, chance=(self.chance_accuracy, self.chance_threshold))
         if diverged is not None:
             logging.error("level %d %s: the training loss became non-finite at iteration %d; "
                           "the branch stops there.", level, branch, diverged)
@@ -454,13 +456,6 @@ class _Engine:
         cb = keras.callbacks.CallbackList(callbacks, model=self.model)
         cb.on_train_begin()
         return cb
-
-    def _summary(self, rows, level, branch, start, end, train_seconds, eval_seconds,
-                 diverged=None):
-        return branch_summary(
-            rows, masking.sparsity_report(self.model), level=level, branch=branch,
-            start=start, end=end, train_seconds=train_seconds, eval_seconds=eval_seconds,
-            diverged=diverged, chance=(self.chance_accuracy, self.chance_threshold))
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds, *,

@@ -276,14 +276,13 @@ def runtime():
 
 
 def load_data(hp: ExperimentHparams):
-    """The experiment's dataset, checked against the hparams (rewind point, warmup and
-    drops within the budget; model options); ``UsageError`` naming the flag."""
+    """The experiment's dataset (``--data_dir``); ``UsageError`` naming the flag when it
+    cannot be loaded. ``experiment.check`` (lengths against the epoch, model options) is
+    the caller's: ``run_experiment`` runs it before any directory exists."""
     from tf_lottery import experiment
 
     with usage_errors(FLAG_NAMES):
-        dataset = experiment.load_dataset(hp.dataset, data_dir=FLAGS.data_dir)
-        experiment.check(hp, dataset)
-    return dataset
+        return experiment.load_dataset(hp.dataset, data_dir=FLAGS.data_dir)
 
 
 def strategy():

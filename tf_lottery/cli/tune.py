@@ -58,6 +58,7 @@ def main(argv) -> int:
     del argv
     import keras
 
+    from tf_lottery import experiment
     from tf_lottery import tune as tune_lib
 
     names = list(FLAGS.tune)
@@ -73,6 +74,8 @@ def main(argv) -> int:
     hp = ef.hparams()
     runtime = ef.runtime()
     dataset = ef.load_data(hp)
+    with usage_errors(FLAG_NAMES):  # the base experiment, before any search directory
+        experiment.check(hp, dataset)
     strategy = ef.strategy()
     keras.mixed_precision.set_global_policy(hp.precision)
     with usage_errors(FLAG_NAMES):
