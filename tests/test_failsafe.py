@@ -4,13 +4,11 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from helpers import without_times
+from helpers import run_main, without_times
 
 from tf_lottery import data, experiment, files, paths, ticket
 from tf_lottery.hparams import (
@@ -23,7 +21,6 @@ from tf_lottery.hparams import (
 from tf_lottery.summary import chance_accuracy
 from tf_lottery.training import Runtime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = data.load("synthetic")
 RUNTIME = Runtime(jit_compile=False, deterministic=True)
 
@@ -104,14 +101,7 @@ SMALL = ["--dataset=synthetic", "--batch_size=32", "--eval_every=50it", "--level
          "--prune_rate=0.5", "--seed=3", "--deterministic", "--jit_compile=false"]
 
 
-def cli(*args, wait=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "tf_lottery.main", *args]
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+cli = run_main
 
 
 def results(run_root):

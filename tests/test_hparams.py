@@ -158,6 +158,8 @@ def test_lr_drops_list_becomes_sorted_tuple_of_steps():
 def test_check_against_accepts_consistent_lengths():
     hp = TrainingHparams(training_steps="10ep", warmup="10ep", lr_drops=("5ep", "10ep"))
     # Warmup and drops may reach the end of training exactly; the rewind must come before it.
+    assert hp.iterations("training_steps", 100) == hp.iterations("warmup", 100) == 1000
+    assert hp.drop_iterations(100) == (500, 1000)
     hp.check_against(steps_per_epoch=100, rewind="999it")
     hp.check_against(steps_per_epoch=100, rewind="9ep")
     hp.check_against(steps_per_epoch=100)
@@ -321,6 +323,9 @@ def test_to_dict_from_dict_round_trip():
     assert data["training"]["learning_rate"] == 1.2e-3
     assert data["seed"] == 7
     assert ExperimentHparams.from_dict(data) == hp
+    # What hparams.json holds: step strings, lists; it reads back to the same object.
+    assert data["training"]["lr_drops"] == ["80ep", "120ep"]
+    assert ExperimentHparams.from_dict(json.loads(json.dumps(data))) == hp
     # Through JSON, where tuples become lists, too.
     restored = ExperimentHparams.from_dict(json.loads(json.dumps(data)))
     assert restored == hp

@@ -4,14 +4,11 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import without_times
+from helpers import run_main, without_times
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
     "--dataset=synthetic", "--batch_size=32", "--training_steps=300it", "--eval_every=50it",
     "--learning_rate=0.002", "--levels=2", "--prune_rate=0.5", "--prune_rate_output=0.25",
@@ -19,14 +16,7 @@ SMALL = [
 ]
 
 
-def cli(*args, wait=True, **kwargs):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "tf_lottery.main", *args]
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600, **kwargs)
+cli = run_main
 
 
 def results(run_root):
