@@ -17,7 +17,8 @@ from tf_lottery.analysis import connectivity
 from tf_lottery.analysis import run as run_lib
 from tf_lottery.hparams import (DatasetHparams, ExperimentHparams, ModelHparams,
                                 PruningHparams, TrainingHparams)
-from tf_lottery.training import Runtime, Trainer
+from tf_lottery.runtime import Runtime
+from tf_lottery.trainer import Trainer
 
 DATA = data.load("synthetic")
 HP = ExperimentHparams(

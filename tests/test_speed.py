@@ -134,7 +134,8 @@ XLA_IDENTITY = r"""
 import numpy as np, tf_lottery as tfl
 from tf_lottery import data, models
 from tf_lottery.hparams import TrainingHparams
-from tf_lottery.training import Runtime, Trainer
+from tf_lottery.runtime import Runtime
+from tf_lottery.trainer import Trainer
 ds = data.load("synthetic")
 training = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="90it",
                            eval_every="40it")

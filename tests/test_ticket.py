@@ -10,6 +10,7 @@ import pytest
 import tf_lottery as tfl
 from tf_lottery import data, files, models, pruning, ticket, training
 from tf_lottery.hparams import PruningHparams, TrainingHparams
+from tf_lottery.trainer import Trainer
 
 DATA = data.load("synthetic")
 TRAINING = TrainingHparams(learning_rate=2e-3, batch_size=32, training_steps="300it",
@@ -236,7 +237,7 @@ def test_user_model_and_adam_weight_decay_sgd(tmp_path):
 
 
 def test_trainer_trains_any_interval_and_data_order():
-    trainer = training.Trainer(model_fn, DATA, TRAINING, seed=1, runtime=RUNTIME)
+    trainer = Trainer(model_fn, DATA, TRAINING, seed=1, runtime=RUNTIME)
     weights = trainer.model.get_weights()
     masks = {k: np.ones_like(v) for k, v in tfl.get_masks(trainer.model).items()}
     a = trainer.train(weights=weights, masks=masks, start=7, end=230)

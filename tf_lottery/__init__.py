@@ -27,12 +27,25 @@ from tf_lottery.masking import (  # noqa: E402
     strip,
     wrap,
 )
-from tf_lottery.pruning import CRITERIA, prune, random_masks_like  # noqa: E402
+from tf_lottery import saliency  # noqa: E402
+from tf_lottery.pruning import (  # noqa: E402
+    AT_INIT_CRITERIA,
+    CRITERIA,
+    DATA_CRITERIA,
+    SCOPES,
+    SCORED_CRITERIA,
+    prune,
+    random_masks_like,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AT_INIT_CRITERIA",
     "CRITERIA",
+    "DATA_CRITERIA",
+    "SCOPES",
+    "SCORED_CRITERIA",
     "LayerSparsity",
     "MaskedLayer",
     "SparsityReport",
@@ -45,6 +58,7 @@ __all__ = [
     "masked_layers",
     "prune",
     "random_masks_like",
+    "saliency",
     "save_masks",
     "set_masks",
     "set_prunable_weights",

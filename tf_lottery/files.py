@@ -51,6 +51,8 @@ __all__ = [
     "to_strict_json",
     "write_csv",
     "read_csv",
+    "atomic_write_arrays",
+    "read_arrays",
 ]
 
 
@@ -316,3 +318,28 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def atomic_write_arrays(path: str | os.PathLike, arrays) -> None:
+    """Writes ``{name: np.ndarray}`` (names may contain ``/``) to an ``.npz`` file,
+    atomically (``np.savez``: the arrays keep their dtypes and shapes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_arrays(path: str | os.PathLike) -> dict:
+    """Reads what ``atomic_write_arrays`` wrote: ``{name: np.ndarray}``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable ``.npz``.
+    """
+    try:
+        with np.load(os.fspath(path)) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file "
+                         f"({type(err).__name__}: {err}).") from err

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import re
 import zlib
+
+from tf_lottery.arguments import ArgumentError, Steps, _check_choice, _check_number, _fail
 
 __all__ = [
     "Steps",
@@ -30,17 +30,24 @@ __all__ = [
     "BRANCHES",
     "CONTROLS",
     "RETRAIN_MODES",
+    "PRUNE_AT",
+    "INIT_CRITERIA",
     "OPTIMIZERS",
     "WEIGHT_DECAY_MODES",
     "GRADINIT_VARIANTS",
     "derive_seed",
 ]
 
-_STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 #: Control branches trained beside the lottery ticket at every level.
 CONTROLS = ("reinit", "random_prune")
 BRANCHES = ("lottery",) + CONTROLS
+#: When masks are chosen: from the trained network of the previous level (IMP, Frankle &
+#: Carbin 2019) or at the rewind point before any training of the pruned network
+#: (pruning at initialization: SNIP, GraSP, SynFlow; Frankle et al., ICLR 2021).
+PRUNE_AT = ("trained", "init")
+#: Criteria that score the weights at the rewind point alone (``prune_at="init"``).
+INIT_CRITERIA = ("magnitude", "random", "snip", "grasp", "synflow")
 #: How a pruned network is retrained: weight rewinding (Frankle & Carbin 2019; Frankle
 #: et al. 2019 for k > 0), learning-rate rewinding and fine-tuning (Renda et al. 2020).
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune")
@@ -53,61 +60,6 @@ WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 #: or the authors' code (zhuchen03/gradinit): first order, objective / eta.
 GRADINIT_VARIANTS = ("second_order", "authors")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-class ArgumentError(ValueError):
-    """A bad hyperparameter: ``argument`` names the dataclass field (the library
-    argument), ``value`` is what was received. The CLI maps ``argument`` to its flag."""
-
-    def __init__(self, argument: str, value, message: str):
-        super().__init__(message)
-        self.argument = argument
-        self.value = value
-
-
-def _fail(field: str, value, fix: str):
-    raise ArgumentError(field, value, f"`{field}` {fix}; received {value!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Steps:
-    """A training length with its unit: ``Steps.parse("500it")``, ``Steps.parse("2ep")``."""
-
-    amount: int
-    unit: str  # "it" or "ep"
-
-    @classmethod
-    def parse(cls, text, field: str = "steps") -> Steps:
-        """Parses ``"<int>it"`` or ``"<int>ep"``; raises ``ValueError`` naming ``field``."""
-        if isinstance(text, Steps):
-            return text
-        match = _STEPS.match(str(text)) if isinstance(text, str) else None
-        if not match:
-            _fail(field, text, "must be a step string such as '50000it' (iterations) or '40ep' (epochs)")
-        return cls(int(match.group(1)), match.group(2))
-
-    def iterations(self, steps_per_epoch: int) -> int:
-        """The length in iterations, given ``steps_per_epoch`` iterations per epoch."""
-        return self.amount if self.unit == "it" else self.amount * steps_per_epoch
-
-    def __str__(self) -> str:
-        return f"{self.amount}{self.unit}"
-
-
-def _check_number(field, value, low, high=None, *, low_open=False, integer=False):
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or (
-        not integer and not math.isfinite(value)
-    ):
-        _fail(field, value, f"must be {'an integer' if integer else 'a number'}")
-    if (value <= low if low_open else value < low) or (high is not None and value >= high):
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-        _fail(field, value, f"must be {bound}")
-
-
-def _check_choice(field, value, choices):
-    if value not in choices:
-        _fail(field, value, f"must be one of {list(choices)}")
 
 
 #: GradInit fields added after runs were named, with their defaults: left out of
@@ -402,9 +354,10 @@ class PruningHparams:
 
     Attributes:
         levels: number of pruning levels after the dense level 0 (>= 0).
-        scope: ``"layerwise"`` or ``"global"``.
+        scope: ``"layerwise"``, ``"global"`` or ``"erk"`` (the Erdős–Rényi-Kernel
+            per-layer budget, see ``tf_lottery.pruning.prune``).
         rate: fraction of surviving weights pruned per level from fully-connected
-            layers (all included layers for global scope), in [0, 1).
+            layers (all included layers for global and erk scope), in [0, 1).
         rate_conv: rate for convolutions (layerwise); ``None`` uses ``rate``.
         rate_output: rate for the output layer (layerwise); ``None`` uses ``rate``.
         criterion: a ``tf_lottery.pruning.CRITERIA`` name.
@@ -419,6 +372,18 @@ class PruningHparams:
             fresh initialization (an integer >= 1; Frankle & Carbin 2019 average three).
             Draw 0 is the ``reinit`` branch; the others only add branches, so the number
             is left out of the run's hash (and out of ``hparams.json`` while it is 1).
+        prune_at: ``"trained"`` (IMP: each level's mask is pruned from the previous
+            level's trained network) or ``"init"``: each level's (and each one-shot
+            target's) mask is chosen from the weights at the rewind point (``theta_0``
+            for ``rewind="0it"``) with one of ``INIT_CRITERIA``, pruning straight to that
+            level's sparsity (the ladder ``levels`` and the rates give, or the one-shot
+            target); the networks then train exactly like tickets.
+        early_bird: draw each level's mask early (You et al., ICLR 2020): the lottery
+            branch of every level but the last stops once the mask it would be pruned
+            to changes by less than ``early_bird_epsilon`` (normalized Hamming
+            distance) over 5 consecutive evaluations. Needs ``criterion="magnitude"``
+            and ``prune_at="trained"``.
+        early_bird_epsilon: the early-bird distance threshold, in (0, 1).
     """
 
     levels: int = 0
@@ -433,6 +398,9 @@ class PruningHparams:
     one_shot: tuple[float, ...] = ()
     exclude: tuple[str, ...] = ()
     reinit_draws: int = 1
+    prune_at: str = "trained"
+    early_bird: bool = False
+    early_bird_epsilon: float = 0.1
 
     def __post_init__(self):
         from tf_lottery.pruning import CRITERIA, SCOPES
@@ -443,10 +411,11 @@ class PruningHparams:
             value = getattr(self, name)
             if value is not None:
                 _check_number(name, value, 0.0, 1.0)
-        if self.scope == "global" and (self.rate_conv is not None or self.rate_output is not None):
+        if self.scope != "layerwise" and (self.rate_conv is not None
+                                          or self.rate_output is not None):
             _fail(
                 "scope", self.scope,
-                "is global: `rate_conv` and `rate_output` apply to layerwise pruning only "
+                f"is {self.scope}: `rate_conv` and `rate_output` apply to layerwise pruning only "
                 "(exclude the output layer through `exclude` instead)",
             )
         _check_choice("criterion", self.criterion, sorted(CRITERIA))
@@ -466,6 +435,30 @@ class PruningHparams:
         if self.reinit_draws > 1 and "reinit" not in self.controls:
             _fail("reinit_draws", self.reinit_draws,
                   "applies to the reinit control: add 'reinit' to `controls` or use 1")
+        _check_choice("prune_at", self.prune_at, PRUNE_AT)
+        if self.prune_at == "init":
+            if self.criterion not in INIT_CRITERIA:
+                _fail("criterion", self.criterion,
+                      f"must be one of {list(INIT_CRITERIA)} with `prune_at`='init': it "
+                      "scores trained weights (or a training run) that pruning at "
+                      "initialization does not have")
+            if self.retrain != "rewind":
+                _fail("retrain", self.retrain,
+                      "must be 'rewind' with `prune_at`='init': 'lr_rewind' and 'finetune' "
+                      "start from a trained network, which pruning at initialization "
+                      "does not have")
+        if not isinstance(self.early_bird, bool):
+            _fail("early_bird", self.early_bird, "must be True or False")
+        # The normalized Hamming distance below which consecutive masks count as settled.
+        _check_number("early_bird_epsilon", self.early_bird_epsilon, 0.0, 1.0, low_open=True)
+        if self.early_bird:
+            if self.prune_at == "init":
+                _fail("early_bird", self.early_bird,
+                      "draws masks during training, so it needs `prune_at`='trained'")
+            if self.criterion != "magnitude":
+                _fail("early_bird", self.early_bird,
+                      f"watches the magnitude mask; received `criterion`={self.criterion!r}: "
+                      "use `criterion`='magnitude'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,8 +486,13 @@ class ExperimentHparams:
         pruning = dataclasses.asdict(self.pruning)
         pruning.update(rewind=str(self.pruning.rewind), controls=list(self.pruning.controls),
                        one_shot=list(self.pruning.one_shot), exclude=list(self.pruning.exclude))
-        if self.pruning.reinit_draws == 1:  # the default: hparams.json as before it existed
-            pruning.pop("reinit_draws")
+        # Defaults are left out: hparams.json (and the run's hash) as before they existed.
+        for name, default in (("reinit_draws", 1), ("prune_at", "trained"),
+                              ("early_bird", False)):
+            if pruning[name] == default:
+                pruning.pop(name)
+        if not self.pruning.early_bird:
+            pruning.pop("early_bird_epsilon")
         return {
             "model": self.model.to_dict(),
             "dataset": dataclasses.asdict(self.dataset),

@@ -140,6 +140,17 @@ class BranchDir:
         this file name, relative to the branch directory)."""
         return os.path.join(self.path, f"{_CHECKPOINT_PREFIX}-{int(step)}.weights.h5")
 
+    def checkpoint_arrays(self, step: int) -> str:
+        """``checkpoint-<step>.arrays.npz``: the arrays of the branch's training hooks
+        (accumulated scores, the early-bird's last mask) at that checkpoint."""
+        return os.path.join(self.path, f"{_CHECKPOINT_PREFIX}-{int(step)}.arrays.npz")
+
+    @property
+    def scores(self) -> str:
+        """``scores.npz``: ``{mask key: scores}`` accumulated while the branch trained
+        (``movement_score``, ``accumulated_change``); the next level prunes by them."""
+        return os.path.join(self.path, "scores.npz")
+
     def checkpoint_files(self) -> list[str]:
         """Every checkpoint file of the branch (``checkpoint.json`` and weights)."""
         return sorted(os.path.join(self.path, n) for n in _listdir(self.path)

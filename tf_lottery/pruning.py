@@ -4,16 +4,11 @@ Rates are fractions of the weights *still alive* (Frankle & Carbin, ICLR 2019, S
 pruning a layer with ``n`` survivors at rate ``p`` removes ``round(p * n)`` of them, so
 after ``k`` rounds a layer keeps ``(1 - p) ** k`` of its weights (up to rounding).
 
-Scoring criteria (Zhou et al., "Deconstructing Lottery Tickets", NeurIPS 2019); a higher
-score means "keep":
+Scoring criteria (``CRITERIA``, a higher score means "keep") are listed in
+``tf_lottery.criteria``.
 
-==================== ==========================================
-``magnitude``        ``|w_final|`` (the lottery-ticket default)
-``large_init``       ``|w_init|``
-``magnitude_increase`` ``|w_final| - |w_init|``
-``movement``         ``|w_final - w_init|``
-``random``           uniform noise (a random-pruning control)
-==================== ==========================================
+Scopes: ``layerwise`` (each layer loses its rate), ``global`` (one threshold) and ``erk``
+(the Erdős–Rényi-Kernel budget of ``tf_lottery.erk``, ranked inside each layer).
 
 Ties are broken deterministically: among equal scores the weight with the lower flat
 index is pruned first. Every layer keeps at least one weight, and pruned weights stay
@@ -22,48 +17,28 @@ pruned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+import keras
 import numpy as np
 
-from tf_lottery import masking
+from tf_lottery import erk, masking
+from tf_lottery.criteria import (
+    _ITERATIVE,
+    _NEEDS_REFERENCE,
+    AT_INIT_CRITERIA,
+    CRITERIA,
+    DATA_CRITERIA,
+    SCORED_CRITERIA,
+    ScoreInputs,
+)
 
-__all__ = ["CRITERIA", "SCOPES", "prune", "output_mask_key", "random_masks_like", "layer_rates_for",
-           "one_shot_masks"]
-
-Score = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], np.ndarray]
-
-
-def _magnitude(w, w_init, rng):
-    return np.abs(w)
-
-
-def _large_init(w, w_init, rng):
-    return np.abs(w_init)
-
-
-def _magnitude_increase(w, w_init, rng):
-    return np.abs(w) - np.abs(w_init)
+__all__ = ["AT_INIT_CRITERIA", "CRITERIA", "DATA_CRITERIA", "SCOPES", "SCORED_CRITERIA",
+           "ScoreInputs", "layer_rates_for", "level_masks", "one_shot_masks", "output_mask_key", "prune",
+           "random_masks_like"]
 
 
-def _movement(w, w_init, rng):
-    return np.abs(w - w_init)
-
-
-def _random(w, w_init, rng):
-    return rng.random(w.shape)
-
-
-#: Criterion name -> ``score(w_final, w_init, rng) -> scores`` (same shape; keep high).
-CRITERIA: dict[str, Score] = {
-    "magnitude": _magnitude,
-    "random": _random,
-    "large_init": _large_init,
-    "magnitude_increase": _magnitude_increase,
-    "movement": _movement,
-}
-_NEEDS_REFERENCE = {"large_init", "magnitude_increase", "movement"}
-SCOPES = ("layerwise", "global")
+SCOPES = ("layerwise", "global", "erk")
 
 
 def _check_rate(arg: str, rate) -> float:
@@ -119,6 +94,114 @@ def _match(keys: list[str], names, arg: str) -> dict[str, str]:
     return matched
 
 
+def _check_data(criterion: str, data):
+    if data is None:
+        raise ValueError(
+            f"criterion={criterion!r} scores weights on training data: pass data=(x, y) "
+            "with x a batch of inputs (batch, *input_shape) and y its integer labels "
+            "(batch,)."
+        )
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            f"`data` must be a pair (x, y) of inputs and integer labels for "
+            f"criterion={criterion!r}; received {type(data).__name__}."
+        )
+    x, y = data
+    x_shapes = [tuple(np.shape(leaf)) for leaf in keras.tree.flatten(x)]
+    sizes = {shape[:1] for shape in x_shapes} | {tuple(np.shape(y))[:1]}
+    if len(sizes) != 1 or sizes in ({()}, {(0,)}):
+        raise ValueError(
+            f"`data` = (x, y) must hold the same positive number of examples in x and y; "
+            f"received x of shape(s) {x_shapes} and y of shape {np.shape(y)}."
+        )
+    return tuple(data)
+
+
+def _check_scores(model, criterion: str, scores, keys) -> dict:
+    if scores is None:
+        raise ValueError(
+            f"criterion={criterion!r} ranks weights by scores accumulated during training: "
+            "pass `scores`={mask key: array}. The training engine collects them (e.g. "
+            f"`--criterion={criterion}` runs collect them during each level)."
+        )
+    checked = masking._check_arrays(model, scores, "scores", "prune", binary=False)
+    missing = [k for k in keys if k not in checked]
+    if missing:
+        raise ValueError(f"`scores` lacks the mask keys {missing}.")
+    return checked
+
+
+def _check_rounds(rounds) -> int:
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(
+            f"`rounds` must be an integer >= 1 (SynFlow prunes over 100 rounds); received "
+            f"{rounds!r}."
+        )
+    return int(rounds)
+
+
+def _prune_lowest(mask: np.ndarray, score: np.ndarray, count: int) -> None:
+    """Zeroes ``count`` surviving entries of ``mask`` with the lowest ``score`` in place
+    (ties: lower flat index first)."""
+    flat = mask.reshape(-1)
+    alive = np.flatnonzero(flat)
+    flat[alive[np.argsort(score[alive], kind="stable")][: max(count, 0)]] = 0.0
+
+
+def _prune_global(masks: dict, scores: dict, count: int) -> None:
+    """Zeroes the ``count`` lowest-scoring survivors over all keys of ``scores`` in place.
+
+    Each layer's best survivor (the last one in its stable order) is protected so that
+    every layer keeps a weight; the rest compete under one threshold (so at most all of
+    them go).
+    """
+    included = list(scores)
+    candidates, owners = [], []
+    for i, key in enumerate(included):
+        alive = np.flatnonzero(masks[key].reshape(-1))
+        ordered = alive[np.argsort(scores[key][alive], kind="stable")]
+        candidates.append(ordered[:-1])
+        owners.append(np.full(max(ordered.size - 1, 0), i))
+    count = max(min(count, sum(c.size for c in candidates)), 0)
+    index = np.concatenate(candidates)
+    owner = np.concatenate(owners)
+    all_scores = np.concatenate([scores[key][c] for key, c in zip(included, candidates)])
+    # Stable sort over candidates listed in layer order, each layer's in its own stable
+    # order: ties go to the earlier layer, then to the lower flat index.
+    order = np.argsort(all_scores, kind="stable")[:count]
+    for i, key in enumerate(included):
+        masks[key].reshape(-1)[index[order[owner[order] == i]]] = 0.0
+
+
+def _schedule(alive0: int, final: int, rate: float, j: int, n: int) -> int:
+    """Survivors after round ``j`` of ``n``: ``alive0 * (1 - rate) ** (j / n)``, rounded,
+    never below the final count, which the last round reaches exactly."""
+    if j == n:
+        return final
+    return max(final, int(np.floor(alive0 * (1.0 - rate) ** (j / n) + 0.5)))
+
+
+def _select(masks: dict, scores: dict, scope: str, rates: dict, rate: float,
+            alive0: dict, j: int, n: int) -> None:
+    """Round ``j`` of ``n`` of the selection, in place on ``masks`` (the included keys are
+    those of ``scores``); ``alive0`` counts the survivors before round 1."""
+    alive = {k: int(np.count_nonzero(masks[k])) for k in scores}
+    if scope == "layerwise":
+        for key, score in scores.items():
+            final = alive0[key] - _count(rates[key], alive0[key])
+            keep = _schedule(alive0[key], final, rates[key], j, n)
+            _prune_lowest(masks[key], score, alive[key] - keep)
+        return
+    total0 = sum(alive0.values())
+    keep = _schedule(total0, total0 - _count(rate, total0), rate, j, n)
+    if scope == "global":
+        _prune_global(masks, scores, sum(alive.values()) - keep)
+        return
+    counts = erk.erk_keep_counts({k: masks[k].shape for k in scores}, alive, keep)
+    for key, score in scores.items():
+        _prune_lowest(masks[key], score, alive[key] - counts[key])
+
+
 def prune(
     model,
     *,
@@ -130,6 +213,10 @@ def prune(
     exclude=None,
     reference_weights: Mapping[str, np.ndarray] | None = None,
     seed: int | None = None,
+    data=None,
+    loss=None,
+    rounds: int = 100,
+    scores: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Computes the next masks of a masked model; apply them with ``set_masks``.
 
@@ -143,11 +230,19 @@ def prune(
     * ``scope="global"``: one threshold over all included layers together; ``rate`` of
       all their survivors goes, so layers with small scores (for magnitude: large layers
       with small weights) lose more (Frankle et al. 2019, "Stabilizing the LTH").
+    * ``scope="erk"``: the included layers together keep ``1 - rate`` of their
+      survivors, shared out by the Erdős–Rényi-Kernel budget (``tf_lottery.erk``; Evci
+      et al., ICML 2020), and each layer keeps its share of best-scoring weights.
+
+    ``synflow`` prunes iteratively (Tanaka et al. 2020): over ``rounds`` rounds, after
+    round ``j`` a layer (layerwise) or the included layers together (global, erk) keep
+    ``(1 - rate) ** (j / rounds)`` of their survivors, rescored each round with the
+    previous round's masks; the last round reaches exactly the one-round counts.
 
     Args:
         model: a model returned by ``tf_lottery.wrap`` (or built from masked layers).
         rate: fraction in ``[0, 1)`` of the surviving weights to prune.
-        scope: ``"layerwise"`` or ``"global"``.
+        scope: one of ``SCOPES``: ``"layerwise"``, ``"global"`` or ``"erk"``.
         criterion: a key of ``CRITERIA``.
         layer_rates: ``{layer name or mask key: rate}`` overrides (layerwise only).
         output_rate: rate of the output layer (layerwise only); ``None`` uses ``rate``.
@@ -156,6 +251,14 @@ def prune(
             of the model at initialization); needed by ``large_init``,
             ``magnitude_increase`` and ``movement``.
         seed: seed of the ``random`` criterion.
+        data: ``(x, y)``, a batch of inputs and integer labels, for ``DATA_CRITERIA``
+            (``snip``, ``grasp``); ignored by the others.
+        loss: ``loss(y, logits)`` of the data criteria; default sparse categorical
+            cross-entropy on logits.
+        rounds: rounds of the iterative criteria (``synflow``), an integer >= 1;
+            ignored by the others.
+        scores: ``{mask key: array}`` accumulated during training, for
+            ``SCORED_CRITERIA`` (``movement_score``, ``accumulated_change``).
 
     Returns:
         ``{mask key: float32 0/1 array}`` for every masked weight; excluded ones are
@@ -164,8 +267,10 @@ def prune(
     Raises:
         ValueError: before any work, for a rate outside ``[0, 1)``, an unknown scope or
             criterion, unknown layer names, missing or misshapen reference weights,
-            ``layer_rates``/``output_rate`` with global scope, or a model without masked
-            layers.
+            ``layer_rates``/``output_rate`` with global or erk scope, a model without
+            masked layers, ``rounds`` not an integer >= 1, a data criterion without (or
+            with malformed) ``data``, or a scored criterion without ``scores`` or with
+            misshapen ones.
     """
     rate = _check_rate("rate", rate)
     if scope not in SCOPES:
@@ -175,13 +280,14 @@ def prune(
             f"`criterion` must be one of {sorted(CRITERIA)}; received {criterion!r}. "
             "Add a new one to tf_lottery.pruning.CRITERIA."
         )
+    rounds = _check_rounds(rounds)
     masks = masking.get_masks(model)
     keys = list(masks)
-    if scope == "global" and (layer_rates or output_rate is not None):
+    if scope != "layerwise" and (layer_rates or output_rate is not None):
         raise ValueError(
             "`layer_rates` and `output_rate` apply to scope='layerwise' only; received "
-            f"layer_rates={layer_rates!r}, output_rate={output_rate!r} with scope='global'. "
-            "To keep a layer out of global pruning, pass exclude=[its name]."
+            f"layer_rates={layer_rates!r}, output_rate={output_rate!r} with scope={scope!r}. "
+            f"To keep a layer out of {scope} pruning, pass exclude=[its name]."
         )
     rates = {key: rate for key in keys}
     if output_rate is not None:
@@ -193,6 +299,7 @@ def prune(
     excluded = set(_match(keys, exclude or [], "exclude"))
     if len(excluded) == len(keys):
         raise ValueError(f"`exclude` {exclude!r} excludes every masked layer; nothing to prune.")
+    included = [key for key in keys if key not in excluded]
 
     reference = None
     if criterion in _NEEDS_REFERENCE:
@@ -205,51 +312,33 @@ def prune(
         reference = masking._check_arrays(
             model, reference_weights, "reference_weights", "prune", binary=False
         )
-        missing = [k for k in keys if k not in reference and k not in excluded]
+        missing = [k for k in included if k not in reference]
         if missing:
             raise ValueError(f"`reference_weights` lacks the mask keys {missing}.")
-
-    weights = masking.get_prunable_weights(model)
-    rng = np.random.default_rng(seed)
-    scores = {}
-    for key in keys:
-        if key in excluded:
-            continue
-        ref = reference[key] if reference is not None else None
-        scores[key] = np.asarray(
-            CRITERIA[criterion](weights[key], ref, rng), dtype=np.float64
-        ).reshape(-1)
+    if criterion in DATA_CRITERIA:
+        data = _check_data(criterion, data)
+    if criterion in SCORED_CRITERIA:
+        scores = _check_scores(model, criterion, scores, included)
 
     new_masks = {key: masks[key].copy() for key in keys}
-    if scope == "layerwise":
-        for key, score in scores.items():
-            flat = new_masks[key].reshape(-1)
-            alive = np.flatnonzero(flat)
-            order = alive[np.argsort(score[alive], kind="stable")]
-            flat[order[: _count(rates[key], alive.size)]] = 0.0
-    else:
-        # Each layer's best survivor (the last one in its stable order) is protected so
-        # that every layer keeps a weight; the rest compete under one threshold, and
-        # exactly round(rate * survivors) of them go (capped by the protected ones).
-        included = list(scores)
-        candidates, owners = [], []
-        for i, key in enumerate(included):
-            alive = np.flatnonzero(new_masks[key].reshape(-1))
-            ordered = alive[np.argsort(scores[key][alive], kind="stable")]
-            candidates.append(ordered[:-1])
-            owners.append(np.full(max(ordered.size - 1, 0), i))
-        total = sum(np.count_nonzero(new_masks[key]) for key in included)
-        count = min(_count(rate, total), sum(c.size for c in candidates))
-        index = np.concatenate(candidates)
-        owner = np.concatenate(owners)
-        all_scores = np.concatenate(
-            [scores[key][c] for key, c in zip(included, candidates)]
-        )
-        # Stable sort over candidates listed in layer order, each layer's in its own
-        # stable order: ties go to the earlier layer, then to the lower flat index.
-        order = np.argsort(all_scores, kind="stable")[:count]
-        for i, key in enumerate(included):
-            new_masks[key].reshape(-1)[index[order[owner[order] == i]]] = 0.0
+    inputs = ScoreInputs(
+        model=model, keys=included, masks=new_masks, weights=masking.get_prunable_weights(model),
+        reference=reference, rng=np.random.default_rng(seed), data=data, loss=loss,
+        scores=scores,
+    )
+    alive0 = {key: int(np.count_nonzero(masks[key])) for key in included}
+    n = rounds if criterion in _ITERATIVE else 1
+    try:
+        for j in range(1, n + 1):
+            raw = CRITERIA[criterion](inputs)
+            round_scores = {
+                key: np.asarray(raw[key], dtype=np.float64).reshape(-1) for key in included
+            }
+            _select(new_masks, round_scores, scope, rates, rate, alive0, j, n)
+    finally:
+        for state in inputs.cache.values():
+            state.close()
+        inputs.cache.clear()
     return new_masks
 
 
@@ -279,9 +368,9 @@ def layer_rates_for(model, pruning_hparams) -> tuple[dict, float | None]:
 
     Convolutions (any masked ``Conv*``, depthwise and separable ones included) use
     ``rate_conv``, the output layer ``rate_output``, everything else ``rate``. For
-    global scope both are empty/``None``.
+    global and erk scope both are empty/``None``.
     """
-    if pruning_hparams.scope == "global":
+    if pruning_hparams.scope != "layerwise":
         return {}, None
     rates = {}
     if pruning_hparams.rate_conv is not None:
@@ -304,20 +393,31 @@ def _level_rates(model, hp) -> dict[str, float]:
     return rates
 
 
-def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=None):
+def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=None,
+                   data=None, scores=None, loss=None):
     """Masks that prune the model's current weights to total sparsity ``target`` at once.
 
     Layerwise: every layer keeps ``(1 - p_l) ** n`` of its weights, with ``p_l`` its
     per-level rate and the real ``n`` solved (by bisection) so the total sparsity is
     ``target``, the sparsity ladder of iterative pruning compressed into one step
-    (Frankle & Carbin 2019, Sec. 5 "one-shot"). Global: one threshold pruning ``target``.
+    (Frankle & Carbin 2019, Sec. 5 "one-shot"). Global and erk: one prune whose rate,
+    relative to the current survivors of the included layers, leaves them at sparsity
+    ``target`` (``target`` itself from all-ones masks). ``data``, ``scores`` and
+    ``loss`` go to ``prune`` for the criteria that need them.
     """
     exclude = list(hp.exclude)
-    if hp.scope == "global":
-        return prune(model, rate=target, scope="global", criterion=hp.criterion,
-                             exclude=exclude, reference_weights=reference_weights, seed=seed)
+    extra = {"exclude": exclude, "reference_weights": reference_weights, "seed": seed,
+             "data": data, "scores": scores, "loss": loss, "criterion": hp.criterion}
+    masks = masking.get_masks(model)
+    if hp.scope != "layerwise":
+        excluded = set(_match(list(masks), exclude, "exclude"))
+        size = sum(m.size for k, m in masks.items() if k not in excluded)
+        alive = sum(int(np.count_nonzero(m)) for k, m in masks.items() if k not in excluded)
+        rate = target if alive == size else min(max(1 - (1 - target) * size / alive, 0.0),
+                                                 np.nextafter(1.0, 0.0))
+        return prune(model, rate=rate, scope=hp.scope, **extra)
     rates = _level_rates(model, hp)
-    sizes = {k: v.size for k, v in masking.get_masks(model).items()}
+    sizes = {k: v.size for k, v in masks.items()}
     excluded = {k for k in sizes for e in exclude if e in (k, k.rsplit("/", 1)[0])}
     total = sum(sizes.values())
 
@@ -336,5 +436,31 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
     layer_rates = {
         k: min(1 - (1 - rates[k]) ** high, 0.999999) for k in sizes if k not in excluded
     }
-    return prune(model, rate=0.0, layer_rates=layer_rates, criterion=hp.criterion,
-                         exclude=exclude, reference_weights=reference_weights, seed=seed)
+    return prune(model, rate=0.0, layer_rates=layer_rates, **extra)
+
+
+def level_masks(model, level: int, hp, *, seed=None, data=None, scores=None, loss=None):
+    """Masks that prune the model's current (all-ones) masks straight to ``level`` of the
+    sparsity ladder: with layerwise scope each mask key at ``1 - (1 - p_key) ** level``
+    (``p_key`` its per-level rate: ``rate``, ``rate_conv``, ``rate_output``), with
+    global or erk scope the included layers together at ``1 - (1 - rate) ** level``.
+
+    Pruning at initialization (``prune_at="init"``) uses it to match, in one step, the
+    sparsity that ``level`` rounds of iterative pruning reach (up to rounding).
+    ``hp`` is a ``PruningHparams``; ``seed``, ``data``, ``scores`` and ``loss`` go to
+    ``prune``.
+
+    Raises:
+        ValueError: ``level`` is not an integer >= 1, or ``prune`` refuses the arguments.
+    """
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
+        raise ValueError(f"`level` must be an integer >= 1; received {level!r}.")
+    extra = {"exclude": list(hp.exclude), "seed": seed, "data": data, "scores": scores,
+             "loss": loss, "criterion": hp.criterion}
+    if hp.scope != "layerwise":
+        return prune(model, rate=1 - (1 - hp.rate) ** level, scope=hp.scope, **extra)
+    rates = _level_rates(model, hp)
+    excluded = set(_match(list(rates), list(hp.exclude), "exclude"))
+    layer_rates = {key: 1 - (1 - rate) ** level for key, rate in rates.items()
+                   if key not in excluded}
+    return prune(model, rate=0.0, layer_rates=layer_rates, **extra)

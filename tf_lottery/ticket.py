@@ -12,6 +12,13 @@ level also trains the control branches ``reinit`` (same mask, fresh initializati
 ``reinit_draws`` independent draws, ``reinit``, ``reinit_1``, ...) and ``random_prune``
 (random mask with the same per-layer counts, on ``theta_k``).
 
+Variants, all with the same controls, run layout and results: ``prune_at="init"``
+chooses every level's mask from ``theta_k`` itself (pruning at initialization with
+SNIP, GraSP, SynFlow, magnitude or random; the sanity checks of Frankle et al., ICLR
+2021, are the controls); ``early_bird`` draws each next mask as soon as it stops
+changing (You et al., ICLR 2020); ``movement_score`` and ``accumulated_change`` prune by
+scores the engine accumulates while each level trains (Sanh et al., NeurIPS 2020).
+
 One compiled model serves every level and branch: weights, masks and optimizer state are
 *assigned*, never rebuilt, so nothing is retraced or recompiled between levels. Training
 data order is a function of the iteration number only (a fixed permutation stream), so a
@@ -29,6 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_lottery import files, masking, paths, pruning
+from tf_lottery.early_bird import EarlyBird
 from tf_lottery.hparams import CONTROLS, PruningHparams, TrainingHparams, derive_seed
 from tf_lottery.training import Runtime, _check_dataset, _Engine, stop_on_sigterm
 
@@ -279,17 +287,23 @@ class _Driver:
         dense = self._branch(
             0, "lottery", dense_dir, start=0, end=e.T, weights=theta_0, masks=ones,
             offset=0, frozen=False, capture_at=e.k if e.k > 0 else None, on_capture=capture,
+            **self._watch(0),
         )
         self._stop_if_diverged(0, "lottery", dense, {})
         self.result.levels.append({"lottery": dense})
         self._write_results()
         theta_k = theta_0 if e.k == 0 else self._load_weights(rep.rewind_weights)
+        self.theta_k = theta_k
         reference = self._prunable(theta_k)
         previous = self._load_weights(dense_dir.final_weights)
         dense_final = previous
 
         for level in range(1, hp.levels + 1):
-            masks = self._next_masks(level, previous, reference)
+            if hp.prune_at == "init":
+                masks = self._masks_at_init(rep.branch(level, "lottery").mask,
+                                            target=None, level=level)
+            else:
+                masks = self._next_masks(level, previous, reference)
             start_weights = theta_k if hp.retrain == "rewind" else previous
             common = dict(start=e.k, end=e.T, offset=e.T if hp.retrain == "finetune" else e.k,
                           frozen=hp.retrain == "finetune")
@@ -312,7 +326,7 @@ class _Driver:
                     self._further_reinit_draws(level, masks, summaries, common)
             lottery = self._branch(
                 level, "lottery", rep.branch(level, "lottery"), weights=start_weights,
-                masks=masks, **common,
+                masks=masks, **common, **self._watch(level),
             )
             self._stop_if_diverged(level, "lottery", lottery, summaries)
             summaries = {"lottery": lottery, **summaries}
@@ -322,13 +336,15 @@ class _Driver:
 
         for target in hp.one_shot:
             out = rep.one_shot(target)
-            if os.path.exists(out.mask):
+            if hp.prune_at == "init":
+                masks = self._masks_at_init(out.mask, target=target)
+            elif os.path.exists(out.mask):
                 masks = masking.load_masks(out.mask)
             else:
                 self.model.set_weights(dense_final)
                 masks = pruning.one_shot_masks(
                     self.model, target, hp, reference_weights=reference,
-                    seed=derive_seed(e.seed, "one_shot", target))
+                    seed=derive_seed(e.seed, "one_shot", target), **self._evidence(0))
             start_weights = theta_k if hp.retrain == "rewind" else dense_final
             done = self._branch(
                 -1, "one_shot", out, start=e.k, end=e.T, weights=start_weights, masks=masks,
@@ -387,10 +403,87 @@ class _Driver:
             except ValueError as err:
                 logging.warning("%s; recomputing the mask.", err)
         self.model.set_weights(previous)  # weights and masks of the previous level
+        return self._prune_current(level, reference, **self._evidence(level - 1))
+
+    def _prune_current(self, level, reference, **evidence):
+        """The mask of level ``level`` pruned from the model's current weights and masks."""
         hp = self.hp
         layer_rates, output_rate = pruning.layer_rates_for(self.model, hp)
         return pruning.prune(
             self.model, rate=hp.rate, scope=hp.scope, criterion=hp.criterion,
             layer_rates=layer_rates, output_rate=output_rate, exclude=list(hp.exclude),
             reference_weights=reference, seed=derive_seed(self.engine.seed, "prune", level),
+            **evidence,
         )
+
+    def _feeds_next_level(self, level) -> bool:
+        """Whether level ``level``'s trained lottery network chooses another mask."""
+        hp = self.hp
+        return hp.prune_at == "trained" and (level < hp.levels or (level == 0 and hp.one_shot))
+
+    def _watch(self, level) -> dict:
+        """``train_branch`` arguments of level ``level``'s lottery branch: its early-bird
+        watch and whether it keeps its accumulated scores (for the next level's mask)."""
+        hp, e = self.hp, self.engine
+        if not self._feeds_next_level(level):
+            return {}
+        watch = {"keep_scores": e.accumulator is not None}
+        if hp.early_bird and level < hp.levels:
+            watch["early_bird"] = EarlyBird(lambda: self._prune_current(level + 1, None),
+                                            hp.early_bird_epsilon)
+        return watch
+
+    def _evidence(self, level) -> dict:
+        """What the criterion scores besides the weights: a batch of training data
+        (``snip``, ``grasp``) or the scores level ``level``'s lottery branch
+        accumulated (``movement_score``, ``accumulated_change``)."""
+        criterion = self.hp.criterion
+        if criterion in pruning.DATA_CRITERIA:
+            return {"data": score_batch(self.engine.data,
+                                        derive_seed(self.engine.seed, "score_batch"))}
+        if criterion in pruning.SCORED_CRITERIA:
+            return {"scores": files.read_arrays(self.dir.branch(level, "lottery").scores)}
+        return {}
+
+    def _masks_at_init(self, path, *, target: float | None, level: int | None = None):
+        """Pruning at initialization: the weights at the rewind point, all-ones masks,
+        pruned straight to one-shot ``target`` or to the sparsity of ``level`` on the
+        ladder (each key at ``1 - (1 - rate_key) ** level``, globally ``1 - (1 - rate)
+        ** level``). Read back from ``path`` when it was chosen before."""
+        if os.path.exists(path):
+            try:
+                return masking.load_masks(path)
+            except ValueError as err:
+                logging.warning("%s; recomputing the mask.", err)
+        hp, e = self.hp, self.engine
+        self.model.set_weights(self.theta_k)
+        ones = {k: np.ones_like(v) for k, v in masking.get_masks(self.model).items()}
+        masking.set_masks(self.model, ones)
+        evidence = self._evidence(0)
+        if target is not None:
+            return pruning.one_shot_masks(
+                self.model, target, hp, seed=derive_seed(e.seed, "one_shot", target),
+                **evidence)
+        return pruning.level_masks(self.model, level, hp,
+                                   seed=derive_seed(e.seed, "prune", level), **evidence)
+
+
+#: Training examples per class that ``snip`` and ``grasp`` score on (GraSP's code samples
+#: 10 per class; SNIP scores one mini-batch).
+SCORE_EXAMPLES_PER_CLASS = 10
+
+
+def score_batch(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced batch of the training split for data criteria: ``(x, y)``,
+    float32 ``(n, *input_shape)`` and int32 ``(n,)``, ``SCORE_EXAMPLES_PER_CLASS``
+    examples of every class present (fewer where a class has fewer), drawn with
+    ``seed`` and sorted by index."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(dataset.y_train)
+    picked = []
+    for label in np.unique(y):
+        where = np.flatnonzero(y == label)
+        picked.append(rng.choice(where, min(SCORE_EXAMPLES_PER_CLASS, where.size),
+                                 replace=False))
+    index = np.sort(np.concatenate(picked))
+    return np.asarray(dataset.x_train[index], np.float32), y[index].astype(np.int32)

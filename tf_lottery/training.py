@@ -1,9 +1,9 @@
 """The training engine: one compiled masked model that trains and evaluates any branch.
 
-``Trainer`` trains masked networks for ``ticket.fit`` (the IMP driver), the analyses and
-the search. One compiled model serves every level and branch: weights, masks and
-optimizer state are *assigned*, never rebuilt, so nothing is retraced or recompiled
-between levels. Training data order is a function of the iteration number only (a fixed
+The engine trains masked networks for ``ticket.fit`` (the IMP driver) and, through
+``tf_lottery.trainer.Trainer``, the analyses and the search. One compiled model serves
+every level and branch: weights, masks and optimizer state are *assigned*, never
+rebuilt, so nothing is retraced or recompiled between levels. Training data order is a function of the iteration number only (a fixed
 permutation stream), so a branch resumed from a checkpoint sees exactly the batches an
 uninterrupted run would. Each call's iterations run in one compiled ``tf.while_loop``
 over the training set cached as tensors (``Runtime.fast_loop``), or through Keras's own
@@ -24,8 +24,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_lottery import files, masking, paths
-from tf_lottery.hparams import PruningHparams, Steps, TrainingHparams, derive_seed
+from tf_lottery import branch_checkpoint, files, masking, paths
+from tf_lottery.accumulated_scores import KINDS as ACCUMULATED, ScoreAccumulator
+from tf_lottery.early_bird import EarlyBird
+from tf_lottery.hparams import TrainingHparams, derive_seed
 from tf_lottery.layers import is_masked
 from tf_lottery.optimizers import StepSchedule, build_optimizer
 from tf_lottery.preemption import STOP, Preempted, stop_on_sigterm
@@ -33,9 +35,8 @@ from tf_lottery.runtime import Runtime
 from tf_lottery.summary import branch_summary, chance_accuracy
 
 __all__ = [
-    "Runtime",  # re-exported from tf_lottery.runtime: what a Trainer is given
+    "Runtime",  # re-exported from tf_lottery.runtime: what an engine is given
     "StepSchedule",  # re-exported from tf_lottery.optimizers
-    "Trainer",
     "Preempted",  # re-exported from tf_lottery.preemption
     "stop_on_sigterm",
     "METRIC_COLUMNS",
@@ -119,6 +120,14 @@ class _Engine:
             )
             self.model.optimizer.build(self.model.trainable_variables)
         self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+        self.accumulator = None
+        if pruning_hp.criterion in ACCUMULATED:
+            if type(strategy).__name__ != "_DefaultDistributionStrategy":
+                raise ValueError(
+                    f"criterion={pruning_hp.criterion!r} accumulates its scores in the "
+                    f"single-device training loop; received a {type(strategy).__name__}. "
+                    "Run it without a distribution strategy.")
+            self.accumulator = ScoreAccumulator(self.model, pruning_hp.criterion)
         # The in-graph loop calls train_step outside strategy.run, which only the default
         # (no) strategy allows; under any other, Keras's train function feeds the replicas.
         self.fast_loop = runtime.fast_loop and (
@@ -313,23 +322,33 @@ class _Engine:
     # ---------------------------------------------------------------- train
     def train_branch(self, out_dir: str | None, *, start: int, end: int, weights, masks,
                      offset: int, frozen: bool, level: int, branch: str,
-                     capture_at: int | None = None, on_capture=None) -> dict:
+                     capture_at: int | None = None, on_capture=None,
+                     early_bird: EarlyBird | None = None, keep_scores: bool = False) -> dict:
         """Trains one network for iterations ``[start, end)``; resumes a checkpoint.
 
         Writes the branch's mask, metrics, final weights and, last, its summary into
         ``out_dir`` (a ``paths.BranchDir``'s files) and returns the summary (with the
         metric rows under ``"metrics"`` when ``out_dir`` is None, which writes nothing).
+
+        ``early_bird`` (an ``EarlyBird``) is asked at every evaluation; once it draws
+        the ticket, training stops there and the summary records
+        ``early_bird_iteration`` and ``early_bird_saved`` (the fraction of
+        ``[start, end)`` not trained). ``keep_scores`` writes the scores the engine's
+        ``ScoreAccumulator`` collected to ``scores.npz``.
         """
         model = self.model
         state = None
         branch_dir = paths.BranchDir(out_dir) if out_dir is not None else None
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)
-            state = self._load_checkpoint(out_dir)
+            state = branch_checkpoint.load(out_dir, model=model,
+                                           other_variables=self._other_variables())
         if state is None:
             model.set_weights(weights)
             masking.set_masks(model, masks)
             self.reset_optimizer()
+            if self.accumulator is not None:
+                self.accumulator.reset()
             step, rows = start, []
             train_seconds = eval_seconds = 0.0
             if out_dir is not None:
@@ -337,6 +356,14 @@ class _Engine:
         else:
             step, rows = state["step"], state["rows"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+            arrays = state["arrays"]
+            if self.accumulator is not None:
+                self.accumulator.set({k[len("scores/"):]: v for k, v in arrays.items()
+                                      if k.startswith("scores/")})
+            if early_bird is not None and "early_bird" in state["hooks"]:
+                early_bird.restore(state["hooks"]["early_bird"], {
+                    k[len("early_bird/"):]: v for k, v in arrays.items()
+                    if k.startswith("early_bird/")})
             logging.info("resuming level %d %s from iteration %d (%s)", level, branch, step,
                          out_dir)
         self.set_schedule(offset, frozen)
@@ -352,12 +379,20 @@ class _Engine:
                 variable.assign(np.asarray(value, dtype=variable.dtype))
         iterator = None  # the batch stream to `end` (Keras's path), positioned at `step`
         last_checkpoint, last_checkpoint_time = step, time.monotonic()
-        diverged = None
+        diverged = drawn = None
 
         def checkpoint(at: int, partial: bool):
             nonlocal last_checkpoint, last_checkpoint_time
-            self._save_checkpoint(out_dir, at, rows, train_seconds, eval_seconds,
-                                  partial=partial)
+            hooks, arrays = {}, {}
+            if self.accumulator is not None:
+                arrays.update({f"scores/{k}": v for k, v in self.accumulator.get().items()})
+            if early_bird is not None:
+                hooks["early_bird"], masks_now = early_bird.state()
+                arrays.update({f"early_bird/{k}": v for k, v in masks_now.items()})
+            branch_checkpoint.save(
+                out_dir, model=model, other_variables=self._other_variables(),
+                schedule=self.schedule, step=at, rows=rows, train_seconds=train_seconds,
+                eval_seconds=eval_seconds, partial=partial, hooks=hooks, arrays=arrays)
             last_checkpoint, last_checkpoint_time = at, time.monotonic()
 
         def stop_or_checkpoint(at: int, partial: bool):
@@ -373,7 +408,7 @@ class _Engine:
                 checkpoint(at, partial)
 
         stop_or_checkpoint(step, mid_period)
-        while step < end and diverged is None:
+        while step < end and diverged is None and drawn is None:
             boundary = min(end, start + ((step - start) // self.E + 1) * self.E)
             if capture_at is not None and step < capture_at < boundary:
                 boundary = capture_at
@@ -419,6 +454,14 @@ class _Engine:
                 eval_seconds += time.perf_counter() - t0
                 rows.append(row)
                 callbacks.on_epoch_end(step, {k: v for k, v in row.items() if k != "iteration"})
+                if diverged is None and early_bird is not None and step < end:
+                    if early_bird.observe():
+                        drawn = step
+                        logging.info("level %d %s: early-bird ticket drawn at iteration %d "
+                                     "(mask distances %s)", level, branch, step,
+                                     ", ".join(f"{d:.4f}" for d in
+                                               early_bird.distances[-early_bird.window:]))
+                        break
                 if diverged is None:
                     if out_dir and step < end and step - last_checkpoint >= self.checkpoint_every:
                         checkpoint(step, partial=False)
@@ -428,6 +471,9 @@ class _Engine:
             rows, masking.sparsity_report(model), level=level, branch=branch, start=start,
             end=end, train_seconds=train_seconds, eval_seconds=eval_seconds,
             diverged=diverged, chance=(self.chance_accuracy, self.chance_threshold))
+        if early_bird is not None:
+            summary["early_bird_iteration"] = drawn
+            summary["early_bird_saved"] = 0.0 if drawn is None else (end - drawn) / (end - start)
         if diverged is not None:
             logging.error("level %d %s: the training loss became non-finite at iteration %d; "
                           "the branch stops there.", level, branch, diverged)
@@ -440,10 +486,12 @@ class _Engine:
         if out_dir is None:
             return {**summary, "metrics": rows}
         files.write_csv(branch_dir.metrics, METRIC_COLUMNS, rows)
+        if keep_scores and self.accumulator is not None:
+            files.atomic_write_arrays(branch_dir.scores, self.accumulator.get())
         with files.atomic_path(branch_dir.final_weights) as tmp:
             model.save_weights(tmp)
         files.atomic_write_json(branch_dir.summary, summary)
-        self._remove_checkpoint(out_dir)
+        branch_checkpoint.remove(out_dir)
         return summary
 
     def _callbacks(self, out_dir):
@@ -456,121 +504,6 @@ class _Engine:
         cb = keras.callbacks.CallbackList(callbacks, model=self.model)
         cb.on_train_begin()
         return cb
-
-    # ---------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, out_dir, step, rows, train_seconds, eval_seconds, *,
-                         partial: bool = False):
-        """Writes the resume state at ``step``; ``partial``: between two evaluations, so
-        the period's running training metrics are kept too."""
-        branch_dir = paths.BranchDir(out_dir)
-        weights = branch_dir.checkpoint_weights(step)
-        name = os.path.basename(weights)  # checkpoint.json names it relative to the branch
-        with files.atomic_path(weights) as tmp:
-            self.model.save_weights(tmp)
-        files.atomic_write_json(branch_dir.checkpoint, {
-            "step": step,
-            "weights": name,
-            "rows": rows,
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
-            "other_variables": [v.numpy().tolist() for v in self._other_variables()],
-            "schedule": [int(self.schedule.offset.numpy()), int(self.schedule.frozen.numpy())],
-            "metric_variables": [v.numpy().tolist() for v in self.model.metrics_variables]
-            if partial else None,
-        })
-        keep = {branch_dir.checkpoint, weights}
-        for old in branch_dir.checkpoint_files():
-            if old not in keep:
-                os.remove(old)
-
-    def _load_checkpoint(self, out_dir):
-        path = paths.BranchDir(out_dir).checkpoint
-        if not os.path.exists(path):
-            return None
-        try:
-            state = files.read_json(path)
-            self.model.load_weights(os.path.join(out_dir, state["weights"]))
-            for variable, value in zip(self._other_variables(), state["other_variables"]):
-                variable.assign(np.asarray(value, dtype=variable.dtype))
-            return state
-        except Exception as err:  # a torn or corrupt checkpoint: retrain this branch
-            logging.warning(
-                "Checkpoint in %s is unreadable (%s: %s); retraining this branch from its "
-                "start. Finished levels are not affected.", out_dir, type(err).__name__, err,
-            )
-            self._remove_checkpoint(out_dir)
-            return None
-
-    @staticmethod
-    def _remove_checkpoint(out_dir):
-        for path in paths.BranchDir(out_dir).checkpoint_files():
-            os.remove(path)
-
-
-class Trainer:
-    """Trains masked networks on one compiled model: the engine under ``fit``, public
-    for analyses (instability, noise robustness, transfer) and searches.
-
-    Args:
-        model_fn, dataset, training, seed, strategy, runtime, augment: as for
-            ``tf_lottery.ticket.fit``.
-        rewind: the rewind point, a ``Steps`` or step string (``rewind_iteration``;
-            ``train`` can start at any iteration).
-
-    Attributes:
-        model: the compiled masked ``keras.Model`` (its weights are the last trained).
-        iterations: the budget ``T`` in iterations; ``eval_every`` in iterations.
-    """
-
-    def __init__(self, model_fn, dataset, training: TrainingHparams, *, seed: int = 0,
-                 rewind: Steps | str = "0it", strategy=None, runtime: Runtime | None = None,
-                 augment: bool = False):
-        _check_dataset(dataset)
-        runtime = runtime or Runtime()
-        training.check_against(training.steps_per_epoch(len(dataset.y_train)), rewind)
-        self._engine = _Engine(
-            model_fn, dataset, training, PruningHparams(rewind=rewind), seed,
-            strategy or tf.distribute.get_strategy(), runtime, augment,
-        )
-        self.model = self._engine.model
-        self.iterations = self._engine.T
-        self.eval_every = self._engine.E
-        self.rewind_iteration = self._engine.k
-
-    def fresh_weights(self, seed: int) -> list[np.ndarray]:
-        """``get_weights()`` of a newly built network from ``model_fn(seed)``."""
-        return self._engine.fresh_weights(seed)
-
-    def set_data_order(self, seed: int) -> None:
-        """Uses another shuffling of the training data (e.g. for instability)."""
-        self._engine.set_data_order(seed)
-
-    def evaluate(self) -> dict:
-        """``{"val_loss", "val_accuracy", "test_loss", "test_accuracy"}`` of ``model``."""
-        return self._engine.evaluate()
-
-    def train(self, *, weights, masks, start: int = 0, end: int | None = None,
-              out_dir: str | None = None, finetune: bool = False) -> dict:
-        """Trains ``model`` from ``weights`` (a ``get_weights()`` list) under ``masks``
-        for iterations ``[start, end)`` (default: to the budget), with the learning-rate
-        schedule at ``start`` (or frozen at its final value if ``finetune``).
-
-        Returns the summary dict of ``fit`` plus ``"metrics"`` (the evaluation rows)
-        when ``out_dir`` is None; with ``out_dir`` it writes the branch files there and
-        resumes from a checkpoint found there.
-        """
-        end = self.iterations if end is None else end
-        if not 0 <= start < end <= self.iterations:
-            raise ValueError(
-                f"`start`={start} and `end`={end} must satisfy 0 <= start < end <= "
-                f"{self.iterations} (the training budget)."
-            )
-        e = self._engine
-        return e.train_branch(
-            out_dir, start=start, end=end, weights=weights, masks=masks,
-            offset=e.T if finetune else start, frozen=finetune, level=-1, branch="train",
-        )
-
 
 def _check_dataset(dataset):
     needed = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")

@@ -5,7 +5,7 @@
 
 1. mask overhead: wrapped / dense step time, LeNet-300-100 and Conv-6, batch 60
    (target <= 1.05);
-2. roofline: LeNet-300-100 epoch at batch 60 through ``training.Trainer`` / the compute
+2. roofline: LeNet-300-100 epoch at batch 60 through ``trainer.Trainer`` / the compute
    bound, 6 x weights x examples FLOPs at the matmul rate measured here (<= 2.0);
 3. IMP overhead: ``ticket.fit`` with 3 levels / 3 x one level (<= 1.05);
 4. evaluation cost: a level evaluated every 100 iterations / evaluated only at its ends
@@ -22,7 +22,7 @@ How it measures:
 * Figure 1 is ``tools/bench_masking.py`` (imported: its ``bench_model`` and its flags
   ``--lenet_*``, ``--conv6_*``, ``--sparsity``, ``--jit_compile``), with fewer Conv-6 steps
   by default so that the whole bench stays under ten minutes.
-* Figures 2-6 time ``training.Trainer.train`` and ``ticket.fit`` with their default
+* Figures 2-6 time ``trainer.Trainer.train`` and ``ticket.fit`` with their default
   ``Runtime`` (XLA, ``steps_per_execution=100`` iterations per call of the compiled
   loop, ``fast_loop``, evaluation batch 1,000). Every
   ``Trainer`` is run once untimed first (tracing, XLA compilation). Figures 3 and 6 time
@@ -180,7 +180,7 @@ def _training(steps, eval_every=None):
 
 
 def _trainer(dataset, training):
-    from tf_lottery.training import Trainer
+    from tf_lottery.trainer import Trainer
 
     return Trainer(lenet_fn, dataset, training, seed=FLAGS.seed)
 
@@ -432,7 +432,7 @@ def _fits(datasets, cache):
 
 
 def _level(datasets, cache):
-    """One level (one branch) trained by a warm ``training.Trainer``, as in figure 4."""
+    """One level (one branch) trained by a warm ``trainer.Trainer``, as in figure 4."""
     if "level" not in cache:
         trainers = cache.setdefault("eval_trainers", _eval_trainers(datasets))
         state = _start_state(trainers["periodic"])
@@ -485,7 +485,7 @@ def figure_branches(datasets, cache):
         "details": (
             f"level 1 with lottery + reinit + random_prune {three:.2f} s (fit with 2 levels "
             f"and both controls - fit with 1 level), one branch {L:.2f} s CPU "
-            "(training.Trainer); the driver trains branches one after another"),
+            "(trainer.Trainer); the driver trains branches one after another"),
         "level": level,
         "fits": {k: v for k, v in fits.items() if k in ("levels1", "levels2_controls")},
         "three_branches_cpu_s": three,

@@ -3,7 +3,7 @@ one-shot vs iterative pruning, adversarial robustness.
 
 Each analysis reopens one replicate of a run (``open_run``: the model and data rebuilt
 from its ``hparams.json``, the masks and weights read from its files, every path from
-``tf_lottery.paths``), trains with ``tf_lottery.training.Trainer`` and writes
+``tf_lottery.paths``), trains with ``tf_lottery.trainer.Trainer`` and writes
 ``<replicate>/analysis/<name>.json`` atomically after every finished entry, so an
 interrupted analysis resumes where it stopped (entries with the same settings are
 skipped unless ``overwrite``). ``tf_lottery.report`` plots and tabulates these files.

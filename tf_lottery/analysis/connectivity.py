@@ -35,7 +35,8 @@ from tf_lottery.analysis.run import (EntryFile, check_int, check_levels, make_tr
                                      mask_sparsity, open_run, rewind_points_for,
                                      short_summary, theta_k, training_for)
 from tf_lottery.hparams import ArgumentError, derive_seed
-from tf_lottery.training import Runtime, Trainer
+from tf_lottery.runtime import Runtime
+from tf_lottery.trainer import Trainer
 
 __all__ = [
     "BN_BATCHES",
@@ -231,7 +232,7 @@ def interpolation_errors(trainer: Trainer, weights_1, weights_2, points: int = 3
     """Evaluates ``a*w1 + (1-a)*w2`` at ``points`` evenly spaced ``a`` in [0, 1].
 
     Args:
-        trainer: a ``tf_lottery.training.Trainer`` whose model has the architecture of
+        trainer: a ``tf_lottery.trainer.Trainer`` whose model has the architecture of
             the weights; its weights are overwritten.
         weights_1, weights_2: ``get_weights()`` lists (masks included, identical).
         points: number of ``a`` values, >= 2 (paper: 30).

@@ -3,7 +3,7 @@
 ``open_run`` rebuilds a replicate from its files (``hparams.json``, ``theta_0``,
 ``theta_k``, the masks of each level; every name from ``tf_lottery.paths``) into a
 ``RunContext``. The helpers below check the common arguments (levels, rewind points,
-the budget), set up the ``tf_lottery.training.Trainer`` the analyses train with, reach
+the budget), set up the ``tf_lottery.trainer.Trainer`` the analyses train with, reach
 ``theta_k`` and keep each analysis's entries in ``analysis/<name>.json`` (``EntryFile``),
 written after every finished entry so an interrupted analysis resumes where it stopped.
 
@@ -26,7 +26,8 @@ from absl import logging
 from tf_lottery import data as data_lib
 from tf_lottery import experiment, files, masking, paths, pruning
 from tf_lottery.hparams import ArgumentError, ExperimentHparams, Steps, derive_seed
-from tf_lottery.training import Runtime, Trainer
+from tf_lottery.runtime import Runtime
+from tf_lottery.trainer import Trainer
 
 __all__ = [
     "ANALYSES",
@@ -298,7 +299,7 @@ def rewind_points_for(rewind_points, ctx: RunContext, spe: int,
 
 def make_trainer(ctx: RunContext, dataset, training, rewinds, runtime: Runtime | None,
                  seed=None, model_fn=None) -> Trainer:
-    """A ``tf_lottery.training.Trainer`` for the analyses of ``ctx``.
+    """A ``tf_lottery.trainer.Trainer`` for the analyses of ``ctx``.
 
     Args:
         ctx: the replicate.

@@ -18,6 +18,7 @@ from tf_lottery.hparams import (
     GRADINIT_FIELDS,
     OPTIMIZERS,
     PRECISIONS,
+    PRUNE_AT,
     RETRAIN_MODES,
     WEIGHT_DECAY_MODES,
     DatasetHparams,
@@ -138,6 +139,17 @@ flags.DEFINE_integer("reinit_draws", 1, "Networks the reinit control trains per 
                      "run in place.")
 flags.DEFINE_list("one_shot", [], "Target sparsities for one-shot pruning, e.g. 0.8,0.9.")
 flags.DEFINE_list("exclude", [], "Layer names never pruned.")
+flags.DEFINE_enum("prune_at", "trained", list(PRUNE_AT), "Where masks come from: 'trained' "
+                  "(IMP: from the previous level's trained network) or 'init': the weights "
+                  "at the rewind point pruned straight to each level's sparsity (and each "
+                  "--one_shot target) with --criterion (snip, grasp, synflow, magnitude, "
+                  "random), then trained like tickets.")
+flags.DEFINE_bool("early_bird", False, "Early-bird tickets (You et al. 2020): each level's "
+                  "lottery network stops training once the magnitude mask it would be "
+                  "pruned to moves less than --early_bird_epsilon over 5 evaluations; the "
+                  "next level's mask is drawn there.")
+flags.DEFINE_float("early_bird_epsilon", 0.1, "Normalized Hamming distance between "
+                   "consecutive masks below which --early_bird draws the ticket, in (0, 1).")
 # Experiment identity and runtime.
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order and controls.")
 flags.DEFINE_integer("replicate", 0, "Replicate index; each replicate derives its own seed.")
@@ -168,7 +180,7 @@ EXPERIMENT_FLAGS = (
     "training_steps", "eval_every", "lr_drops",
     "lr_drop_factor", "warmup", "levels", "pruning", "prune_rate", "prune_rate_conv",
     "prune_rate_output", "criterion", "rewind", "retrain", "controls", "reinit_draws",
-    "one_shot", "exclude",
+    "one_shot", "exclude", "prune_at", "early_bird", "early_bird_epsilon",
     "seed", "replicate", "run_root", "distribution", "tpu", "cpu_devices", "precision",
     "deterministic", "tensorboard", "jit_compile", "steps_per_execution", "eval_batch_size",
     "checkpoint_every", "checkpoint_minutes", "fast_loop", "analyses",
@@ -255,6 +267,8 @@ def hparams() -> ExperimentHparams:
                 criterion=FLAGS.criterion, rewind=FLAGS.rewind, retrain=FLAGS.retrain,
                 controls=tuple(FLAGS.controls), one_shot=one_shot,
                 exclude=tuple(FLAGS.exclude), reinit_draws=FLAGS.reinit_draws,
+                prune_at=FLAGS.prune_at, early_bird=FLAGS.early_bird,
+                early_bird_epsilon=FLAGS.early_bird_epsilon,
             ),
             seed=FLAGS.seed,
             precision=FLAGS.precision,
