@@ -23,6 +23,7 @@ PRESET_RUN_NAMES = {
     "conv4_dropout.flags": "conv4_cifar10_45d9c97988",
     "conv6.flags": "conv6_cifar10_ca671c1e39",
     "conv6_dropout.flags": "conv6_cifar10_569c27cfef",
+    "lstm_fashion.flags": "lstm_fashion_mnist_45af80be83",
     "lenet300_100.flags": "lenet_300_100_mnist_8bfed9f676",
     "lenet300_100_fashion.flags": "lenet_300_100_fashion_mnist_69d67b267c",
     "lenet300_100_initializers.flags": "lenet_300_100_fashion_mnist_7aaee6fa17",
@@ -30,6 +31,7 @@ PRESET_RUN_NAMES = {
     "resnet20.flags": "resnet20_cifar10_465bdb8f98",
     "vgg19.flags": "vgg19_cifar10_008a68b4f3",
     "vgg19_gradinit.flags": "vgg19_cifar10_c55b4eba8f",
+    "vit_fashion.flags": "vit_tiny_fashion_mnist_9caef43b52",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import tf_lottery as tfl
 from helpers import run_main
-from tf_lottery import data, files, masking, models, paths, pruning, ticket, training
+from tf_lottery import data, files, masking, models, paths, ticket, training
 from tf_lottery.accumulated_scores import ScoreAccumulator
 from tf_lottery.early_bird import EarlyBird, mask_distance
 from tf_lottery.hparams import ArgumentError, PruningHparams, TrainingHparams, derive_seed

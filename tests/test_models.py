@@ -24,6 +24,8 @@ def _kernel_layers(model):
         ("conv6", (28, 28, 1)),
         ("resnet20", (28, 28, 1)),
         ("vgg16", (28, 28, 1)),
+        ("vit_tiny", (28, 28, 1)),
+        ("lstm", (28, 28, 1)),
     ],
 )
 def test_logits_shape_dtype_and_output_layer(name, input_shape):
@@ -223,7 +225,8 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 
 def test_name_lookup_is_forgiving_and_registry_complete():
     assert set(models.MODELS) == {
-        "lenet_300_100", "conv2", "conv4", "conv6", "resnet20", "vgg16", "vgg19"}
+        "lenet_300_100", "conv2", "conv4", "conv6", "resnet20", "vgg16", "vgg19", "vit_tiny",
+        "lstm"}
     assert models.build_model("LeNet-300-100", (4, 4, 1), 10).name == "lenet_300_100"
 
 
@@ -243,3 +246,123 @@ def test_logits_are_float32_under_mixed_precision(mixed_bfloat16, name):
     assert hidden.compute_dtype == "bfloat16"  # The policy is in effect...
     logits = model(np.ones((2, 8, 8, 1), "float32"))
     assert logits.dtype == "float32"  # ...but the logits are float32.
+
+
+# ------------------------------------------------------------------ ViT-Tiny and LSTM
+
+
+def _weights(model):
+    return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+
+
+def test_vit_tiny_structure_and_exact_weight_count():
+    model = models.vit_tiny((28, 28, 1), 10)
+    assert model.get_layer("patch_embedding").kernel.shape == (7, 7, 1, 64)
+    assert tuple(model.get_layer("embedding").output.shape) == (None, 17, 64)  # 16 + class
+    attention = [l for l in model.layers if isinstance(l, keras.layers.MultiHeadAttention)]
+    assert [l.name for l in attention] == [f"block{i}_attention" for i in range(1, 5)]
+    assert attention[0].query_dense.kernel.shape == (64, 4, 16)
+    assert attention[0].output_dense.kernel.shape == (4, 16, 64)
+    assert model.get_layer("block4_mlp1").kernel.shape == (64, 128)
+    assert model.get_layer("block4_mlp1").get_config()["activation"] == "gelu"
+    assert tuple(model.get_layer("class_token").output.shape) == (None, 64)
+    per_block = 4 * 64 * 64 + 2 * 64 * 128
+    expected = 7 * 7 * 64 + 4 * per_block + 64 * 10
+    assert models.count_prunable_weights(model) == expected == 134_848
+    assert "134,848" in models.vit_tiny.__doc__
+    others = 64 + 64 + 17 * 64 + 4 * (4 * 64 + 4 * 64 + 128 + 64) + 2 * 64 + 10
+    assert model.count_params() == expected + others == 139_018
+    assert "139,018" in models.vit_tiny.__doc__
+
+
+def test_lstm_structure_and_exact_weight_count():
+    model = models.lstm((28, 28, 1), 10)
+    assert tuple(model.get_layer("rows").output.shape) == (None, 28, 28)
+    cell = model.get_layer("lstm").cell
+    assert cell.kernel.shape == (28, 512) and cell.recurrent_kernel.shape == (128, 512)
+    kernels = 28 * 512 + 128 * 512 + 128 * 10
+    assert kernels == 81_152 and "81,152" in models.lstm.__doc__
+    assert model.count_params() == kernels + 512 + 10 == 81_674
+    assert models.count_prunable_weights(model) == kernels
+    assert "81,674" in models.lstm.__doc__
+    bias = cell.bias.numpy()
+    np.testing.assert_array_equal(bias[128:256], 1.0)  # forget gate
+    assert not np.any(bias[:128]) and not np.any(bias[256:])
+    r = cell.recurrent_kernel.numpy()  # orthogonal rows
+    np.testing.assert_allclose(r @ r.T, np.eye(128), atol=1e-4)
+    assert models.lstm((10, 3, 2), 4, units=5).get_layer("lstm").cell.kernel.shape == (6, 20)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "lstm"])
+def test_new_models_same_seed_same_weights(name):
+    keras.utils.set_random_seed(1)
+    a = models.build_model(name, (28, 28, 1), 10, seed=3, dropout=0.2)
+    keras.utils.set_random_seed(2)
+    b = models.build_model(name, (28, 28, 1), 10, seed=3, dropout=0.2)
+    c = models.build_model(name, (28, 28, 1), 10, seed=4, dropout=0.2)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert wa.keys() == wb.keys()
+    random = [key for key in wa if "kernel" in key or "position_embedding" in key]
+    assert len(random) == (1 + 1 + 4 * 6 + 1 if name == "vit_tiny" else 3)
+    for key, value in wa.items():
+        np.testing.assert_array_equal(value, wb[key])
+        if key in random:  # random tensors differ with the seed
+            assert not np.allclose(value, wc[key]), key
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+    assert not np.array_equal(a(x, training=True), a(x, training=False))  # dropout is on
+
+
+def test_vit_attention_projections_start_different_with_dense_fans():
+    attention = models.vit_tiny((28, 28, 1), 10).get_layer("block1_attention")
+    kernels = [d.kernel.numpy() for d in (attention.query_dense, attention.key_dense,
+                                          attention.value_dense)]
+    assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])
+    # Glorot normal of a 64x64 matrix: std sqrt(2 / 128) = 0.125 (4,096 samples: ~3%).
+    for kernel in kernels + [attention.output_dense.kernel.numpy()]:
+        assert kernel.std() == pytest.approx(0.125, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(patch_size=5), r"(?s)`patch_size` must divide.*28x28.*patch_size=5.*"
+                             r"\[1, 2, 4, 7, 14, 28\]"),
+        (dict(input_shape=(28, 30, 1)), r"28x30.*patch_size=7.*\[1, 2\]"),
+        (dict(width=64, heads=5), r"`width` must be a multiple of `heads`.*heads=5"),
+        (dict(depth=0), r"depth=0"),
+        (dict(patch_size=0), r"patch_size=0"),
+        (dict(input_shape=(28, 28)), r"input_shape=\(28, 28\)"),
+    ],
+)
+def test_vit_bad_arguments(kwargs, match):
+    args = dict(input_shape=(28, 28, 1), num_classes=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        models.vit_tiny(**args)
+
+
+def test_lstm_bad_arguments_and_no_batch_norm():
+    with pytest.raises(ValueError, match="units=0"):
+        models.lstm((28, 28, 1), 10, units=0)
+    for name in ("vit_tiny", "lstm"):
+        with pytest.raises(ValueError, match="batch_norm=True"):
+            models.build_model(name, (28, 28, 1), 10, batch_norm=True)
+        assert models.build_model(name, (28, 28, 1), 10, batch_norm=False).name == name
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "lstm"])
+def test_new_models_logits_float32_under_mixed_precision(mixed_bfloat16, name):
+    model = models.build_model(name, (28, 28, 1), 10)
+    hidden = model.get_layer("patch_embedding" if name == "vit_tiny" else "lstm")
+    assert hidden.compute_dtype == "bfloat16"
+    assert model(np.ones((2, 28, 28, 1), "float32")).dtype == "float32"
+
+
+def test_vit_round_trips_through_keras_saving(tmp_path):
+    model = models.vit_tiny((8, 8, 1), 3, patch_size=4, width=8, depth=1, heads=2, mlp_dim=8)
+    path = str(tmp_path / "vit.keras")
+    model.save(path)
+    again = keras.saving.load_model(path)
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(again(x), model(x), rtol=1e-6)

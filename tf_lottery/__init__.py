@@ -11,7 +11,7 @@ if _backend != "tensorflow":
     )
 
 from tf_lottery import layers  # noqa: E402  (registers the masked layers with Keras)
-from tf_lottery.layers import MaskedLayer, is_masked  # noqa: E402
+from tf_lottery.layers import MaskedLayer, MaskedWrapper, is_masked  # noqa: E402
 from tf_lottery.masking import (  # noqa: E402
     LayerSparsity,
     SparsityReport,
@@ -27,7 +27,7 @@ from tf_lottery.masking import (  # noqa: E402
     strip,
     wrap,
 )
-from tf_lottery import saliency  # noqa: E402
+from tf_lottery import callbacks, saliency  # noqa: E402
 from tf_lottery.pruning import (  # noqa: E402
     AT_INIT_CRITERIA,
     CRITERIA,
@@ -37,6 +37,7 @@ from tf_lottery.pruning import (  # noqa: E402
     prune,
     random_masks_like,
 )
+from tf_lottery.unmasked import UnmaskedWeightsWarning  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -48,7 +49,10 @@ __all__ = [
     "SCORED_CRITERIA",
     "LayerSparsity",
     "MaskedLayer",
+    "MaskedWrapper",
     "SparsityReport",
+    "UnmaskedWeightsWarning",
+    "callbacks",
     "get_masks",
     "get_prunable_weights",
     "is_masked",

@@ -22,6 +22,11 @@ files, and, because every class here is registered with
 back with ``keras.saving.load_model(path)`` and no ``custom_objects`` once
 ``tf_lottery`` is imported. Biases and other 1-D weights are never masked.
 
+Layers without a masked twin here (MultiHeadAttention, recurrent layers, Bidirectional,
+custom layers, ...) are masked by ``tf_lottery.masked_wrapper.MaskedWrapper``, which
+offers the same interface (``prunable_weights``, ``weight_masks``, ``dense_weight``,
+``masked_base``); ``is_masked`` recognises both.
+
 Mask semantics follow Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019:
 the network computes ``f(x; m * theta)``.
 """
@@ -33,6 +38,8 @@ import threading
 
 import keras
 from keras import ops
+
+from tf_lottery.masked_wrapper import MaskedWrapper
 
 __all__ = [
     "MaskedLayer",
@@ -46,6 +53,7 @@ __all__ = [
     "MaskedDepthwiseConv2D",
     "MaskedSeparableConv2D",
     "MaskedEmbedding",
+    "MaskedWrapper",
     "MASKED_LAYERS",
     "masked_class_for",
     "is_masked",
@@ -270,8 +278,9 @@ MASKED_LAYERS: dict[type, type] = {
 
 
 def is_masked(layer) -> bool:
-    """True if ``layer`` is one of tf_lottery's masked layers."""
-    return isinstance(layer, MaskedLayer)
+    """True if ``layer`` is one of tf_lottery's masked layers (a masked twin of a Keras
+    layer, or a ``MaskedWrapper`` around any layer)."""
+    return isinstance(layer, (MaskedLayer, MaskedWrapper))
 
 
 def masked_class_for(layer):

@@ -18,8 +18,10 @@ from collections.abc import Iterator, Mapping
 import keras
 import numpy as np
 
+from tf_lottery import unmasked
 from tf_lottery.layers import MaskedLayer, is_masked, masked_class_for
 from tf_lottery.files import atomic_write_bytes
+from tf_lottery.masked_wrapper import MaskedWrapper
 
 __all__ = [
     "wrap",
@@ -39,7 +41,14 @@ __all__ = [
 
 
 def _is_graph_model(model) -> bool:
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
+    """Sequential, Functional, or a subclass of Functional that keeps Functional's
+    ``call`` (keras-hub's backbones): a graph of layers that can be re-wired. The copy
+    ``wrap``/``strip`` return is then a plain Functional model with the same graph."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential) or type(model) is Functional:
+        return True
+    return isinstance(model, Functional) and type(model).call is Functional.call
 
 
 def _check_model(model, fn: str) -> None:
@@ -112,7 +121,7 @@ def _require_masked(model, fn: str) -> dict:
 
 
 def _selector(model, include, exclude):
-    candidates = [name for name, layer in _walk(model) if masked_class_for(layer)]
+    candidates = [name for name, layer in _walk(model) if unmasked.candidate_weights(layer)]
     known = set(candidates)
     known.update(name.rsplit("/", 1)[-1] for name in candidates)
 
@@ -162,13 +171,23 @@ def wrap(model, *, include=None, exclude=None):
     equal the original's; ``model`` itself is never changed. Every layer whose class is
     in ``tf_lottery.layers.MASKED_LAYERS`` (Dense, EinsumDense, Conv1D/2D/3D,
     Conv1D/2DTranspose, DepthwiseConv2D, SeparableConv2D, Embedding) becomes its masked
-    twin; all other layers (BatchNormalization, pooling, ...) are copied as they are.
-    Sequential and Functional models are supported, with multiple inputs, residual
-    connections, shared layers (masked once, shared again) and nested models. Layers
-    that are already masked keep their masks.
+    twin; every other layer with weight matrices (MultiHeadAttention, LSTM/GRU/SimpleRNN,
+    Bidirectional, TimeDistributed, custom layers) is wrapped in a
+    ``tf_lottery.masked_wrapper.MaskedWrapper`` (keys like ``"mha/query/kernel"``); the
+    rest (BatchNormalization, pooling, ...) is copied. Multiple inputs, residual
+    connections, shared layers (masked once, shared again), nested models and masked
+    layers (they keep their masks) are supported.
+
+    A layer that cannot be rebuilt from its config with the same weights stays dense,
+    shared as the same object by ``model`` and the copy, and one
+    ``tf_lottery.unmasked.UnmaskedWeightsWarning`` names its weights, their shapes and
+    their share of the model's weights.
 
     Args:
-        model: a built Sequential or Functional ``keras.Model``.
+        model: a built Sequential or Functional ``keras.Model``, or a subclass of
+            Functional that keeps its ``call`` (keras-hub's backbones, e.g.
+            ``keras_hub.models.BertBackbone``; the copy is then a plain Functional
+            model with the same graph, inputs and outputs).
         include: optional layer names (plain or qualified, ``"block/conv1"``); only these
             are masked.
         exclude: optional layer names that stay unmasked (e.g. the input embedding).
@@ -177,37 +196,65 @@ def wrap(model, *, include=None, exclude=None):
         A new, uncompiled ``keras.Model``.
 
     Raises:
-        ValueError: ``model`` is subclassed, not built, or not a keras.Model; or
-            ``include``/``exclude`` name a layer that is not prunable.
+        ValueError: ``model`` is subclassed, not built, or not a keras.Model;
+            ``include``/``exclude`` name a layer that is not prunable; or ``model`` has
+            nothing to mask (no weight with two or more dimensions, or only in layers
+            that cannot be rebuilt).
     """
     _check_model(model, "wrap")
     selected = _selector(model, include, exclude)
-    qualified = {id(layer): name for name, layer in _walk(model)}
+    plan, left_out, unmaskable, found = unmasked.plan_wrap(_walk(model), selected)
+    if not (plan or found or left_out):
+        raise ValueError(unmasked.nothing_to_mask(model, list(unmaskable.values())))
 
     def make(layer):
-        cls = masked_class_for(layer)
-        if cls is None or not selected(qualified.get(id(layer), layer.name)):
-            cls = type(layer)
-        return cls.from_config(layer.get_config())
+        target = plan.get(id(layer))
+        if isinstance(target, MaskedWrapper):
+            return target
+        if target is not None:
+            return target.from_config(layer.get_config())
+        if id(layer) in unmaskable:
+            return layer  # shared: it cannot be rebuilt
+        if isinstance(layer, MaskedWrapper):
+            return layer.copy()
+        try:
+            return type(layer).from_config(layer.get_config())
+        except Exception as err:  # noqa: BLE001
+            if id(layer) not in left_out:
+                raise
+            unmasked.mark_unmaskable(layer, f"it cannot be rebuilt from its config ({err})")
+            return layer  # left out by the user and not rebuildable: shared
 
     new_model, pairs = _rebuild(model, make)
     for old, new in pairs:
+        if id(old) in left_out:
+            unmasked.mark_left_out(new)
+        if new is old or isinstance(new, MaskedWrapper) or not isinstance(old, keras.Layer):
+            continue  # shared; weights copied already; an op (Embedding(mask_zero)'s)
         masks = {id(m) for m in getattr(new, "weight_masks", {}).values()}
         if is_masked(old):
             masks = set()
         targets = [w for w in new.weights if id(w) not in masks]
         for target, source in zip(targets, old.weights, strict=True):
             target.assign(source)
+    dense = unmasked.dense_weights([(n, l_) for n, l_, _ in unmaskable.values()],
+                                   skip_left_out=False)
+    unmasked.warn_dense(
+        model, dense, "wrap",
+        "Give such a layer a get_config() returning every __init__ argument, or "
+        "exclude=[its name] to keep it dense on purpose.",
+    )
     return new_model
 
 
 def strip(model):
     """Returns a plain Keras copy of ``model`` with each mask folded into its weight.
 
-    Every masked layer becomes its Keras base class (``MaskedDense`` -> ``Dense``) whose
-    weight is ``weight * mask``, so pruned entries are exactly 0.0 and the outputs equal
-    the masked model's. Use it before exporting or sharing a ticket. ``model`` is not
-    changed.
+    Every masked layer becomes its Keras base class (``MaskedDense`` -> ``Dense``; a
+    ``MaskedWrapper`` -> a copy of the layer it wraps) whose masked weights hold
+    ``weight * mask``, so pruned entries are exactly 0.0 and the outputs equal the
+    masked model's. Use it before exporting or sharing a ticket. ``model`` is not
+    changed (layers that ``wrap`` could not rebuild are shared, as in the masked model).
 
     Raises:
         ValueError: ``model`` is subclassed, not built, or not a keras.Model.
@@ -215,11 +262,17 @@ def strip(model):
     _check_model(model, "strip")
 
     def make(layer):
+        if isinstance(layer, MaskedWrapper):
+            return layer.stripped()
+        if unmasked.unmaskable_reason(layer) is not None:
+            return layer
         cls = layer.masked_base if is_masked(layer) else type(layer)
         return cls.from_config(layer.get_config())
 
     new_model, pairs = _rebuild(model, make)
     for old, new in pairs:
+        if new is old or isinstance(old, MaskedWrapper) or not isinstance(old, keras.Layer):
+            continue  # shared; folded by MaskedWrapper.stripped; an op
         folded = {}
         if is_masked(old):
             folded = {
@@ -397,9 +450,16 @@ class LayerSparsity:
 
 @dataclasses.dataclass(frozen=True)
 class SparsityReport:
-    """Per-weight and total sparsity of a model (sparsity is a fraction, not percent)."""
+    """Per-weight and total sparsity of a model (sparsity is a fraction, not percent).
+
+    ``layers`` holds the masked weights (and, in a plain model, the weights tf_lottery
+    could mask); ``weights``, ``alive`` and ``sparsity`` count those only.
+    ``unmasked`` maps each prunable weight that stays dense (``"<layer>/<weight>"``) to
+    its number of entries; it is not part of the sparsity.
+    """
 
     layers: dict[str, LayerSparsity]
+    unmasked: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def weights(self) -> int:
@@ -415,7 +475,8 @@ class SparsityReport:
         return 1.0 - self.alive / self.weights if self.weights else 0.0
 
     def to_dict(self) -> dict:
-        """JSON-ready: ``{"weights", "alive", "sparsity", "layers": {key: {...}}}``."""
+        """JSON-ready: ``{"weights", "alive", "sparsity", "layers": {key: {...}},
+        "unmasked": {key: size}}``."""
         return {
             "weights": self.weights,
             "alive": self.alive,
@@ -424,40 +485,57 @@ class SparsityReport:
                 key: {"weights": s.weights, "alive": s.alive, "sparsity": s.sparsity}
                 for key, s in self.layers.items()
             },
+            "unmasked": dict(self.unmasked),
         }
 
     def __str__(self) -> str:
-        width = max([len(k) for k in self.layers] + [5])
+        width = max([len(k) for k in [*self.layers, *self.unmasked]] + [5])
         rows = [f"{'layer':<{width}}  {'weights':>10}  {'alive':>10}  sparsity"]
         for key, s in list(self.layers.items()) + [("total", self)]:
             rows.append(f"{key:<{width}}  {s.weights:>10,}  {s.alive:>10,}  {s.sparsity:8.4f}")
+        if self.unmasked:
+            rows.append(f"unmasked (dense, not in the total above): "
+                        f"{sum(self.unmasked.values()):,} weights")
+            rows.extend(f"{key:<{width}}  {size:>10,}  {'dense':>10}"
+                        for key, size in self.unmasked.items())
         return "\n".join(rows)
 
 
 def sparsity_report(model) -> SparsityReport:
     """Counts the pruned weights of ``model``.
 
-    For masked layers the mask decides what is alive; for a plain (e.g. stripped) model,
-    the prunable weights of the layer types tf_lottery can mask count their nonzero
-    entries. Keys are mask keys (``"fc1/kernel"``).
+    For masked layers the mask decides what is alive. Unmasked layers with a masked
+    twin (e.g. a Dense left out by ``exclude``) count their nonzero entries, as do, in
+    a plain model (e.g. a stripped one, no masks at all), the prunable weights of every
+    layer tf_lottery can mask. The report's sparsity is over these weights only; the
+    prunable weights that stay dense in a masked model (layers left out of ``wrap`` or
+    that it cannot rebuild) are listed in ``unmasked`` instead. Keys are mask keys
+    (``"fc1/kernel"``, ``"mha/query/kernel"``).
 
     Raises:
         ValueError: the model has neither masked nor prunable layers.
     """
-    layers = {}
-    for name, layer in _walk(model):
+    layers, dense = {}, {}
+    walked = list(_walk(model))
+    has_masks = any(is_masked(layer) for _, layer in walked)
+    for name, layer in walked:
         if is_masked(layer):
             for weight, mask in layer.weight_masks.items():
                 value = keras.ops.convert_to_numpy(mask)
                 layers[f"{name}/{weight}"] = LayerSparsity(value.size, int(np.count_nonzero(value)))
-        elif (cls := masked_class_for(layer)) is not None and layer.built:
-            for weight in cls.prunable_weights:
-                value = keras.ops.convert_to_numpy(getattr(layer, weight))
-                layers[f"{name}/{weight}"] = LayerSparsity(value.size, int(np.count_nonzero(value)))
+            continue
+        weights = unmasked.candidate_weights(layer)
+        if masked_class_for(layer) is None and (
+                has_masks or unmasked.unmaskable_reason(layer) is not None):
+            dense.update({f"{name}/{w}": int(np.prod(v.shape)) for w, v in weights.items()})
+            continue
+        for weight, variable in weights.items():
+            value = keras.ops.convert_to_numpy(variable)
+            layers[f"{name}/{weight}"] = LayerSparsity(value.size, int(np.count_nonzero(value)))
     if not layers:
         raise ValueError(
             f"`model` {getattr(model, 'name', model)!r} has no prunable layers (Dense, "
             "Conv, Embedding, ...), so there is no sparsity to report."
+            + (f" Weights that stay dense: {dense}." if dense else "")
         )
-    return SparsityReport(layers)
-
+    return SparsityReport(layers, dense)

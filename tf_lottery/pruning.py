@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from tf_lottery import erk, masking
+from tf_lottery import erk, masking, unmasked
 from tf_lottery.criteria import (
     _ITERATIVE,
     _NEEDS_REFERENCE,
@@ -76,13 +76,13 @@ def output_mask_key(model) -> str:
 
 
 def _match(keys: list[str], names, arg: str) -> dict[str, str]:
-    """Maps each mask key to the name in ``names`` that selects it (key or layer name)."""
+    """Maps each mask key to the name in ``names`` that selects it: the key itself, or a
+    layer name, plain or qualified, which selects every key below it (``"mha"`` and
+    ``"mha/query"`` select ``"mha/query/kernel"``; ``"fc1"`` selects
+    ``"encoder/fc1/kernel"``)."""
     matched = {}
     for name in names:
-        hits = [
-            k for k in keys
-            if name == k or name == k.rsplit("/", 1)[0] or name == k.rsplit("/", 2)[-2]
-        ]
+        hits = [k for k in keys if name == k or f"/{name}/" in f"/{k}"]
         if not hits:
             layers = sorted({k.rsplit("/", 1)[0] for k in keys})
             raise ValueError(
@@ -271,6 +271,11 @@ def prune(
             masked layers, ``rounds`` not an integer >= 1, a data criterion without (or
             with malformed) ``data``, or a scored criterion without ``scores`` or with
             misshapen ones.
+
+    Warns:
+        tf_lottery.unmasked.UnmaskedWeightsWarning: the model has weight matrices
+            outside masks (not left out of ``wrap`` on purpose); they are named, and
+            neither ranked nor counted.
     """
     rate = _check_rate("rate", rate)
     if scope not in SCOPES:
@@ -282,6 +287,11 @@ def prune(
         )
     rounds = _check_rounds(rounds)
     masks = masking.get_masks(model)
+    unmasked.warn_dense(
+        model, unmasked.dense_weights(masking._walk(model), skip_left_out=True), "prune",
+        "prune ranks and counts only the masked weights. Mask these layers with "
+        "tf_lottery.wrap, or pass exclude=[their names] to wrap to keep them dense on "
+        "purpose.")
     keys = list(masks)
     if scope != "layerwise" and (layer_rates or output_rate is not None):
         raise ValueError(
@@ -375,7 +385,7 @@ def layer_rates_for(model, pruning_hparams) -> tuple[dict, float | None]:
     rates = {}
     if pruning_hparams.rate_conv is not None:
         for name, layer in masking.masked_layers(model):
-            if "Conv" in type(layer).masked_base.__name__:
+            if "Conv" in layer.masked_base.__name__:
                 rates[name] = pruning_hparams.rate_conv
     return rates, pruning_hparams.rate_output
 
@@ -418,7 +428,7 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
         return prune(model, rate=rate, scope=hp.scope, **extra)
     rates = _level_rates(model, hp)
     sizes = {k: v.size for k, v in masks.items()}
-    excluded = {k for k in sizes for e in exclude if e in (k, k.rsplit("/", 1)[0])}
+    excluded = set(_match(list(sizes), exclude, "exclude"))
     total = sum(sizes.values())
 
     def sparsity(n):

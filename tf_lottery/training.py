@@ -332,8 +332,9 @@ class _Engine:
 
         ``early_bird`` (an ``EarlyBird``) is asked at every evaluation; once it draws
         the ticket, training stops there and the summary records
-        ``early_bird_iteration`` and ``early_bird_saved`` (the fraction of
-        ``[start, end)`` not trained). ``keep_scores`` writes the scores the engine's
+        ``early_bird_iteration``, ``early_bird_saved`` (the fraction of
+        ``[start, end)`` not trained) and ``early_bird_distances`` (the mask distance at
+        each evaluation after the first). ``keep_scores`` writes the scores the engine's
         ``ScoreAccumulator`` collected to ``scores.npz``.
         """
         model = self.model
@@ -474,6 +475,7 @@ class _Engine:
         if early_bird is not None:
             summary["early_bird_iteration"] = drawn
             summary["early_bird_saved"] = 0.0 if drawn is None else (end - drawn) / (end - start)
+            summary["early_bird_distances"] = list(early_bird.distances)
         if diverged is not None:
             logging.error("level %d %s: the training loss became non-finite at iteration %d; "
                           "the branch stops there.", level, branch, diverged)

@@ -38,7 +38,8 @@ import tensorflow as tf
 from tf_lottery import files, masking
 from tf_lottery.export import flatbuffer, litert
 from tf_lottery.export.report import ExportReport
-from tf_lottery.layers import is_masked, masked_class_for
+from tf_lottery.layers import is_masked
+from tf_lottery.unmasked import candidate_weights
 
 __all__ = ["QUANTIZATIONS", "convert", "to_tflite"]
 
@@ -204,14 +205,13 @@ def _walk_layers(model, prefix=""):
 
 
 def _keras_prunable(model) -> dict[str, np.ndarray]:
-    """``{mask key: weight}`` of the prunable kernels of a plain (stripped) model."""
+    """``{mask key: weight}`` of the prunable weights of a plain (stripped) model: those
+    ``tf_lottery.wrap`` masks (kernels, the projections inside attention, the kernels of
+    recurrent cells), named by the same keys."""
     out = {}
     for name, layer in _walk_layers(model):
-        cls = masked_class_for(layer)
-        if cls is None or not layer.built:
-            continue
-        for weight in cls.prunable_weights:
-            out[f"{name}/{weight}"] = keras.ops.convert_to_numpy(getattr(layer, weight))
+        for weight, variable in candidate_weights(layer).items():
+            out[f"{name}/{weight}"] = keras.ops.convert_to_numpy(variable)
     return out
 
 

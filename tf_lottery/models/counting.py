@@ -12,7 +12,10 @@ def count_prunable_weights(model: keras.Model) -> int:
     Counts every layer (recursing into nested models and layers) that is an instance of
     `keras.layers.Dense`, `EinsumDense`, or a convolution (`Conv1D/2D/3D`,
     `Conv*Transpose`, `DepthwiseConv*`, `SeparableConv*`: depthwise and pointwise
-    kernels), so masked subclasses of these are counted too. Biases, BatchNormalization
+    kernels) or a recurrent cell (`SimpleRNNCell`, `GRUCell`, `LSTMCell`: kernel and
+    recurrent kernel), so masked subclasses of these, the projections inside
+    `MultiHeadAttention` and the cells inside `LSTM`/`GRU`/`SimpleRNN`/`Bidirectional`
+    are counted too. Biases, BatchNormalization
     and embedding weights are not counted. A layer shared by several models is counted
     once.
 
@@ -49,8 +52,11 @@ def count_prunable_weights(model: keras.Model) -> int:
         keras.layers.DepthwiseConv2D,
         keras.layers.SeparableConv1D,
         keras.layers.SeparableConv2D,
+        keras.layers.SimpleRNNCell,
+        keras.layers.GRUCell,
+        keras.layers.LSTMCell,
     )
-    kernel_attrs = ("kernel", "depthwise_kernel", "pointwise_kernel")
+    kernel_attrs = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel")
     total = 0
     seen: set[int] = set()
     for layer in _iter_layers(model):
