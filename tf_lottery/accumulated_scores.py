@@ -10,14 +10,14 @@ Two criteria score a weight by how it moved during the level, not by where it en
   the weights that changed least, locally and per iteration, are pruned.
 
 ``ScoreAccumulator`` keeps one float32 variable per masked weight and updates it where
-the optimizer updates that weight: ``movement_score`` in its ``update_step`` (which
-Keras's ``train_step`` reaches through ``apply_gradients``; the gradient there is the one
-the update uses: unscaled under mixed precision, clipped when clipping is on),
-``accumulated_change`` where the update writes the weight (decoupled weight decay, which
-Keras applies to the variable directly before the update, is not counted). Because it
-is part of the traced step it runs inside the compiled loop (XLA with ``jit_compile``);
-the cost is one more elementwise pass over the masked weights per iteration, measured by
-``tools/bench_scores.py``.
+the optimizer updates that weight (its ``update_step``, which Keras's ``train_step``
+reaches through ``apply_gradients``; the gradient there is the one the update uses:
+unscaled under mixed precision, clipped when clipping is on; decoupled weight decay,
+which Keras applies to the variable before the update, is not counted in
+``accumulated_change``). Because it is part of the traced step it runs inside the
+compiled loop (XLA with ``jit_compile``). The cost is one more elementwise pass over the
+masked weights per iteration (XLA on CPU does not fuse it with the optimizer's own
+passes): ``tools/bench_scores.py`` measures it.
 """
 
 from __future__ import annotations
@@ -74,42 +74,25 @@ class ScoreAccumulator:
         self._install(optimizer)
 
     def _install(self, optimizer):
-        """Hooks this optimizer instance (instance attributes: nothing else changes).
+        """Wraps this optimizer instance's ``update_step`` (an instance attribute: nothing
+        else changes), which Keras's ``train_step`` reaches for every variable through
+        ``apply_gradients``, when the step is traced."""
+        scores, by_variable, kind = self.scores, self._by_variable, self.kind
+        original = optimizer.update_step
 
-        ``movement_score`` is added in ``update_step``, before the update, from the weight
-        and the gradient the update uses. ``accumulated_change`` is added where the update
-        writes the weight (the optimizer's ``assign``/``assign_add``/``assign_sub``, which
-        Keras's optimizers use for every variable), from the step itself: no copy of the
-        old weight is kept, so XLA updates in place.
-        """
-        scores, by_variable = self.scores, self._by_variable
-        if self.kind == "movement_score":
-            original = optimizer.update_step
-
-            def update_step(gradient, variable, learning_rate):
-                key = by_variable.get(id(variable))
-                if key is not None:
-                    w = tf.cast(tf.convert_to_tensor(variable), tf.float32)
-                    scores[key].assign_sub(w * tf.cast(gradient, tf.float32))
+        def update_step(gradient, variable, learning_rate):
+            key = by_variable.get(id(variable))
+            if key is None:
                 return original(gradient, variable, learning_rate)
+            w = tf.cast(tf.convert_to_tensor(variable), tf.float32)
+            if kind == "movement_score":
+                scores[key].assign_sub(w * tf.cast(gradient, tf.float32))
+                return original(gradient, variable, learning_rate)
+            result = original(gradient, variable, learning_rate)
+            scores[key].assign_add(tf.abs(tf.cast(tf.convert_to_tensor(variable), tf.float32) - w))
+            return result
 
-            object.__setattr__(optimizer, "update_step", update_step)
-            return
-
-        def hook(name, step):
-            original = getattr(optimizer, name)
-
-            def assign(variable, value):
-                key = by_variable.get(id(variable))
-                if key is not None:
-                    scores[key].assign_add(tf.abs(tf.cast(step(variable, value), tf.float32)))
-                return original(variable, value)
-
-            object.__setattr__(optimizer, name, assign)
-
-        hook("assign", lambda variable, value: value - tf.convert_to_tensor(variable))
-        hook("assign_add", lambda variable, value: value)
-        hook("assign_sub", lambda variable, value: value)
+        object.__setattr__(optimizer, "update_step", update_step)
 
     def reset(self) -> None:
         """Sets every score to zero (the start of a network's training)."""

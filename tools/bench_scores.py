@@ -1,7 +1,7 @@
 """Cost of accumulating pruning scores inside the compiled training loop, in one process.
 
-Trains LeNet-300-100 (batch 60, Adam, ``jit_compile=True``, the fast loop of
-``tf_lottery.training``) three times side by side: with ``criterion="magnitude"`` (no
+Trains a zoo model (``--model``, default LeNet-300-100; batch 60, Adam,
+``jit_compile=True``, the fast loop of ``tf_lottery.training``) three times side by side: with ``criterion="magnitude"`` (no
 accumulation, the baseline), ``"movement_score"`` (Sanh et al. 2020: ``S -= w * g`` each
 iteration) and ``"accumulated_change"`` (``S += |w_t - w_{t-1}|``). Each engine is built
 and warmed up (traced and XLA-compiled) first; then timed calls of ``--steps``
@@ -12,6 +12,7 @@ time mostly measures the other processes. Prints a markdown table with the ratio
 accumulating loop to the baseline (target: <= 1.10) and, with ``--out``, writes JSON.
 
     python tools/bench_scores.py --out=/tmp/bench_scores.json     # about 2 minutes
+    python tools/bench_scores.py --model=conv2 --steps=20 --repeats=5
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset (fashion_mnist loads offline; "
                     "synthetic needs nothing).")
+flags.DEFINE_string("model", "lenet_300_100", "Zoo model (lenet_300_100, conv2, ...).")
 flags.DEFINE_integer("steps", 500, "Iterations per timed call.")
 flags.DEFINE_integer("repeats", 9, "Timed calls per variant.")
 flags.DEFINE_integer("batch_size", 60, "Batch size (the paper's 60).")
@@ -58,7 +60,7 @@ def main(argv):
                                eval_every=f"{FLAGS.steps}it")
 
     def model_fn(seed):
-        return models.build_model("lenet_300_100", dataset.input_shape, dataset.num_classes,
+        return models.build_model(FLAGS.model, dataset.input_shape, dataset.num_classes,
                                   seed=seed)
 
     engines = {}
@@ -95,13 +97,14 @@ def main(argv):
         lines.append(f"| {r['criterion']} | {r['cpu_ms_per_iteration']:.3f} | "
                      f"{r['ratio_cpu']:.3f} | {r['wall_ms_per_iteration']:.3f} | "
                      f"{r['ratio_wall']:.3f} | <= {TARGET:.2f} | {met} |")
-    print(f"LeNet-300-100, batch {FLAGS.batch_size}, {FLAGS.dataset}, {FLAGS.steps} "
+    print(f"{FLAGS.model}, batch {FLAGS.batch_size}, {FLAGS.dataset}, {FLAGS.steps} "
           f"iterations x {FLAGS.repeats} calls per variant, {FLAGS.threads or 'all'} "
           f"thread(s), {platform.processor() or platform.machine()}")
     print("\n".join(lines))
     if FLAGS.out:
         atomic_write_json(FLAGS.out, {"rows": rows, "steps": FLAGS.steps,
                                       "repeats": FLAGS.repeats, "threads": FLAGS.threads,
+                                      "model": FLAGS.model,
                                       "batch_size": FLAGS.batch_size})
 
 
