@@ -210,3 +210,19 @@ def test_cli_prune_at_init_runs_and_reports(tmp_path):
                    "--levels=1", f"--run_root={tmp_path}")
     assert bad.returncode == 2 and "--retrain" in bad.stderr and "--prune_at" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_one_shot_analysis_refuses_a_run_pruned_at_initialization(tmp_path):
+    from tf_lottery.analysis.one_shot import run_one_shot
+    from tf_lottery.experiment import run_experiment
+    from tf_lottery.hparams import DatasetHparams, ExperimentHparams, ModelHparams
+
+    hp = ExperimentHparams(
+        model=ModelHparams(model="lenet_300_100"), dataset=DatasetHparams(dataset="synthetic"),
+        training=TrainingHparams(batch_size=32, training_steps="100it", eval_every="50it"),
+        pruning=PruningHparams(levels=1, rate=0.5, scope="global", criterion="synflow",
+                               prune_at="init"))
+    result = run_experiment(hp, tmp_path, runtime=training.Runtime(jit_compile=False))
+    with pytest.raises(ArgumentError, match="prunes at initialization") as err:
+        run_one_shot(result.run_dir)
+    assert err.value.argument == "run_dir"

@@ -14,7 +14,7 @@ import time
 
 from absl import logging
 
-from tf_lottery import files, masking, pruning
+from tf_lottery import files, masking, pruning, ticket
 from tf_lottery.analysis.run import (EntryFile, check_levels, make_trainer, mask_sparsity,
                                      open_run, short_summary, theta_k, training_for)
 from tf_lottery.hparams import ArgumentError, derive_seed
@@ -73,11 +73,23 @@ def run_one_shot(run_dir, *, levels=None, replicate: int | None = None, data_dir
                             f"`run_dir` {ctx.replicate_dir!r} has no finished dense network "
                             f"({os.path.relpath(dense.summary, ctx.replicate_dir)}); one-shot "
                             "pruning starts from it, wait until level 0 has finished.")
+    hp = ctx.hparams.pruning
+    if hp.prune_at == "init":
+        raise ArgumentError("run_dir", run_dir,
+                            f"`run_dir` {ctx.replicate_dir!r} prunes at initialization "
+                            "(prune_at='init'): each of its levels is already pruned in one "
+                            "shot. The one_shot analysis compares one-shot with iterative "
+                            "pruning of trained networks; run it on an IMP run.")
+    # What the criterion scores besides the weights, as for the run's own one-shot tickets.
+    evidence = {}
+    if hp.criterion in pruning.DATA_CRITERIA:
+        evidence["data"] = ticket.score_batch(ctx.dataset, derive_seed(ctx.seed, "score_batch"))
+    elif hp.criterion in pruning.SCORED_CRITERIA:
+        evidence["scores"] = files.read_arrays(dense.scores)
     training, _ = training_for(ctx, None, None, ctx.dataset)
     k = ctx.rewind_iteration
     if check_only:
         return None
-    hp = ctx.hparams.pruning
     trainer = make_trainer(ctx, ctx.dataset, training, [("k", k)], runtime)
     store = EntryFile(ctx.analysis_path("one_shot"), "one_shot", ctx, overwrite)
     theta_0 = ctx.load("init").get_weights()
@@ -96,7 +108,8 @@ def run_one_shot(run_dir, *, levels=None, replicate: int | None = None, data_dir
         t0 = time.perf_counter()
         trainer.model.set_weights(dense_final)
         masks = pruning.one_shot_masks(trainer.model, target, hp, reference_weights=reference,
-                                       seed=derive_seed(ctx.seed, "one_shot", target))
+                                       seed=derive_seed(ctx.seed, "one_shot", target),
+                                       **evidence)
         masking.save_masks(ctx.layout.one_shot_mask(level), masks)
         trainer.set_data_order(derive_seed(ctx.seed, "data"))  # the run's order
         summary = trainer.train(weights=rewound if hp.retrain == "rewind" else dense_final,
