@@ -226,3 +226,17 @@ def test_one_shot_analysis_refuses_a_run_pruned_at_initialization(tmp_path):
     with pytest.raises(ArgumentError, match="prunes at initialization") as err:
         run_one_shot(result.run_dir)
     assert err.value.argument == "run_dir"
+
+
+def test_cli_early_bird_and_accumulated_scores_run_as_a_user_would(tmp_path):
+    common = ("--dataset=synthetic", "--model=lenet_300_100", "--training_steps=400it",
+              "--eval_every=50it", "--batch_size=32", "--levels=1", "--prune_rate=0.5",
+              f"--run_root={tmp_path}", "--jit_compile=false")
+    early = run_main(*common, "--early_bird", "--early_bird_epsilon=0.05")
+    assert early.returncode == 0, early.stderr[-3000:]
+    assert "early-bird ticket drawn at iteration" in early.stderr
+    scored = run_main(*common, "--criterion=accumulated_change")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "| 1 | lottery | 50.0 |" in scored.stdout
+    bad = run_main(*common, "--early_bird", "--criterion=random")
+    assert bad.returncode == 2 and "--early_bird" in bad.stderr and "--criterion" in bad.stderr

@@ -184,7 +184,11 @@ def fit(
             validation split drives early stopping and may be empty).
         training: how each network is trained (``TrainingHparams``).
         pruning_hparams: levels, rates, criterion, rewind point and controls (with
-            ``reinit_draws`` reinit networks per level).
+            ``reinit_draws`` reinit networks per level); ``prune_at="init"`` chooses
+            every mask from ``theta_k`` (a class-balanced ``score_batch`` for ``snip``
+            and ``grasp``), ``early_bird`` stops each level but the last at its draw,
+            and ``movement_score``/``accumulated_change`` prune by the scores the
+            previous level's lottery branch accumulated (``scores.npz``).
         run_dir: the replicate directory to write (created if needed).
         seed: fixes initialization, data order, augmentation and the controls.
         strategy: a ``tf.distribute.Strategy`` (default: the current one).
