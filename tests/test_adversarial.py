@@ -185,7 +185,7 @@ def test_command_line_writes_the_json_and_names_flags_in_errors(run, tmp_path, c
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     shutil.copytree(run, copy)
     done = subprocess.run(
-        [sys.executable, "-m", "tf_lottery.analyze", f"--run_dir={copy}",
+        [sys.executable, "-m", "tf_lottery.cli", "analyze", f"--run_dir={copy}",
          "--analysis=adversarial", "--levels=0,1", "--branches=lottery,reinit",
          "--epsilons=0.1", "--pgd_steps=3", "--pgd_step_size=0.5", "--nopgd_random_start",
          "--adversarial_examples=100", "--nojit_compile"],

@@ -328,7 +328,7 @@ def test_load_ticket_of_a_directory_that_is_no_run(tmp_path):
 def test_cli_exports_a_ticket_and_reports_accuracy(run_dir):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
-        [sys.executable, "-m", "tf_lottery.export", f"--run_dir={run_dir}", "--level=1",
+        [sys.executable, "-m", "tf_lottery.cli", "export", f"--run_dir={run_dir}", "--level=1",
          "--quantization=float16", "--latency_runs=3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

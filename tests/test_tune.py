@@ -50,7 +50,7 @@ def _cli():
 
 
 def cli(capfd, *args):
-    """Runs the tune command in this process (as `python -m tf_lottery.tune` would);
+    """Runs the tune command in this process (as `python -m tf_lottery.cli tune` would);
     returns (exit code, stdout, stderr)."""
     tune_command, _, ef = _cli()
     capfd.readouterr()
@@ -179,7 +179,7 @@ def test_bad_cli_input_is_one_line_and_exit_2(tmp_path, capfd, flag, message):
 
 def test_python_m_tf_lottery_tune_is_the_command(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tf_lottery.tune", "--dataset=synthetic",
+        [sys.executable, "-m", "tf_lottery.cli", "tune", "--dataset=synthetic",
          "--tune=learning_rate,momentum", f"--run_root={tmp_path}"],
         capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -44,11 +44,12 @@ def _is_graph_model(model) -> bool:
     """Sequential, Functional, or a subclass of Functional that keeps Functional's
     ``call`` (keras-hub's backbones): a graph of layers that can be re-wired. The copy
     ``wrap``/``strip`` return is then a plain Functional model with the same graph."""
-    from keras.src.models.functional import Functional
-
-    if isinstance(model, keras.Sequential) or type(model) is Functional:
+    if isinstance(model, keras.Sequential):
         return True
-    return isinstance(model, Functional) and type(model).call is Functional.call
+    # Keras's Functional class has no public name; find it in the model's classes.
+    functional = next((cls for cls in type(model).__mro__ if cls.__name__ == "Functional"
+                       and cls.__module__.startswith("keras.")), None)
+    return functional is not None and type(model).call is functional.call
 
 
 def _check_model(model, fn: str) -> None:

@@ -1,7 +1,7 @@
-"""``tf-lottery-analyze`` / ``python -m tf_lottery.analyze``: analyses of a finished run.
+"""``tf-lottery-analyze`` / ``python -m tf_lottery.cli analyze``: analyses of a finished run.
 
 Writes ``<replicate>/analysis/<name>.json``; finished entries are kept, so a rerun
-resumes. ``python -m tf_lottery.report analyze ...`` is the old spelling.
+resumes. ``report analyze ...`` is the old spelling.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ __all__ = ["USAGE", "flag_values", "main", "run"]
 
 USAGE = """Analyses of a run, written to <replicate>/analysis/<name>.json.
 
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=instability \\
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=instability \\
         --levels=0,7 --rewind_points=0it,500it --training_steps=10000it
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=noise --levels=7
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=transfer \\
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=noise --levels=7
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=transfer \\
         --levels=7 --target_dataset=mnist
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=one_shot
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=adversarial \\
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=one_shot
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=adversarial \\
         --levels=0,3,7 --epsilons=0.01,0.03,0.1
 
 instability: linear mode connectivity of two copies trained with different data orders
@@ -213,8 +213,8 @@ def main(fv: flags.FlagValues) -> int:
 
 
 def run(argv=None) -> None:
-    """Entry point of ``tf-lottery-analyze``, ``python -m tf_lottery.analyze`` and
-    ``python -m tf_lottery.report analyze``. Exits 0, or 2 after one ``error: ...`` line
+    """Entry point of ``tf-lottery-analyze``, ``python -m tf_lottery.cli analyze`` and
+    ``python -m tf_lottery.cli report analyze``. Exits 0, or 2 after one ``error: ...`` line
     on bad input."""
     argv = list(sys.argv if argv is None else argv)
     fv = flag_values()

@@ -1,4 +1,4 @@
-"""``tf-lottery-export`` / ``python -m tf_lottery.export``: a trained ticket to sparse TFLite.
+"""``tf-lottery-export`` / ``python -m tf_lottery.cli export``: a trained ticket to sparse TFLite.
 
 Its flags live in a ``FlagValues`` of their own, so the experiment's flags never see them.
 """
@@ -15,7 +15,7 @@ __all__ = ["USAGE", "flag_values", "main", "run"]
 
 USAGE = """Exports a trained ticket of a run directory to a sparse TFLite file.
 
-    python -m tf_lottery.export --run_dir=runs/<name>_<hash> --level=8 --quantization=int8
+    python -m tf_lottery.cli export --run_dir=runs/<name>_<hash> --level=8 --quantization=int8
 
 Writes <output_dir>/export_<quantization>.tflite and .json (default output_dir: the
 branch directory level_<k>/<branch>/) and prints the report and the test-set accuracy
@@ -119,7 +119,7 @@ def main(fv: flags.FlagValues) -> int:
 
 
 def run(argv=None) -> None:
-    """Entry point of ``python -m tf_lottery.export`` and the ``tf-lottery-export`` script.
+    """Entry point of ``python -m tf_lottery.cli export`` and the ``tf-lottery-export`` script.
 
     Exits 0 on success; 2, after one ``error: ...`` line naming the flag, on bad input;
     1 when the converted file runs under none of LiteRT's kernels (nothing is written).

@@ -1,7 +1,6 @@
-"""``tf-lottery-report`` / ``python -m tf_lottery.report``: plots and tables of runs.
+"""``tf-lottery-report`` / ``python -m tf_lottery.cli report``: plots and tables of runs.
 
-``python -m tf_lottery.report analyze ...`` is the old spelling of ``tf-lottery-analyze``
-and keeps working.
+``report analyze ...`` is the old spelling of ``tf-lottery-analyze`` and keeps working.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ __all__ = ["USAGE", "flag_values", "main", "run"]
 
 USAGE = """Plots and tables of lottery-ticket runs (finished or still running).
 
-    python -m tf_lottery.report RUN_DIR [RUN_DIR ...] --out=DIR [--levels=0,3,7]
-    python -m tf_lottery.analyze --run_dir=RUN_DIR --analysis=instability ...
+    python -m tf_lottery.cli report RUN_DIR [RUN_DIR ...] --out=DIR [--levels=0,3,7]
+    python -m tf_lottery.cli analyze --run_dir=RUN_DIR --analysis=instability ...
 
 RUN_DIR is <run_root>/<name>_<hash> (all replicates) or one of its replicate_<r>
 directories; several runs share every plot. Writes DIR/accuracy.png, early_stop.png,
@@ -61,7 +60,7 @@ def main(fv: flags.FlagValues, run_dirs: list[str]) -> int:
 
 
 def run(argv=None) -> None:
-    """Entry point of ``python -m tf_lottery.report`` and ``tf-lottery-report``.
+    """Entry point of ``python -m tf_lottery.cli report`` and ``tf-lottery-report``.
 
     ``report RUN_DIR ... --out=DIR`` writes plots and tables; ``report analyze ...`` runs
     analyses (``tf_lottery.cli.analyze``). Exits 0 on success and 2, after one

@@ -1,4 +1,4 @@
-"""``tf-lottery-tune`` / ``python -m tf_lottery.tune``: keras-tuner search over experiments.
+"""``tf-lottery-tune`` / ``python -m tf_lottery.cli tune``: keras-tuner search over experiments.
 
 A search is an experiment flagfile plus the flags below, so they join the experiment's
 flags (``tf_lottery.cli.experiment_flags``); they are defined only when this command runs.
@@ -16,7 +16,7 @@ __all__ = ["USAGE", "define_flags", "main", "run"]
 
 USAGE = """A keras-tuner search over lottery experiments (short trials, scored at a sparsity).
 
-    python -m tf_lottery.tune --flagfile=configs/quickstart.flags \\
+    python -m tf_lottery.cli tune --flagfile=configs/quickstart.flags \\
         --tune=learning_rate,warmup --max_trials=10
 
 Writes best.flags, trials.md and trials.csv into --tune_dir; a rerun resumes the search.
@@ -96,7 +96,7 @@ def main(argv) -> int:
 
 
 def run(argv=None) -> None:
-    """Entry point of ``python -m tf_lottery.tune`` and the ``tf-lottery-tune`` script.
+    """Entry point of ``python -m tf_lottery.cli tune`` and the ``tf-lottery-tune`` script.
 
     Exits 0 after writing ``best.flags``, ``trials.md`` and ``trials.csv`` into
     ``--tune_dir`` (default ``<run_root>/tune_<model>_<dataset>_<hash>``), and 2 after

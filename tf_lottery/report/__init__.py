@@ -2,7 +2,7 @@
 
 ``make_report(run_dirs, out_dir)`` reads one or more runs and writes to ``out_dir`` (the
 names come from ``tf_lottery.paths.ReportFiles``; the command line is
-``python -m tf_lottery.report RUN_DIR ... --out=DIR``):
+``python -m tf_lottery.cli report RUN_DIR ... --out=DIR``):
 
 * ``accuracy.png``: test accuracy at the early-stopping iteration vs the fraction of
   weights remaining (log axis, reversed so that sparsity grows rightwards, percent

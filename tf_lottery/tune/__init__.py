@@ -2,7 +2,7 @@
 
 ``tune(hp, dataset, names=[...])`` runs the search (``tf_lottery.tune.search``); the
 search spaces and how a trial's values become an experiment are in
-``tf_lottery.tune.space``. ``python -m tf_lottery.tune`` / ``tf-lottery-tune`` is the
+``tf_lottery.tune.space``. ``python -m tf_lottery.cli tune`` / ``tf-lottery-tune`` is the
 command (``tf_lottery.cli.tune``).
 """
 
