@@ -56,9 +56,8 @@ class ScoreAccumulator:
             raise ValueError("`model` must be compiled (its optimizer applies the updates "
                              "the scores accumulate); call model.compile first.")
         self.kind = kind
-        self._weights = {}
-        for key, (weight, _) in masking._mask_variables(model).items():
-            self._weights[key] = weight
+        self._weights = {key: weight for key, (weight, _) in
+                         masking._mask_variables(model).items()}
         self.scores = {
             key: tf.Variable(tf.zeros(weight.shape, tf.float32), trainable=False,
                              name=f"{kind}_{i}")

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from tf_lottery import saliency
+from tf_lottery import accumulated_scores, saliency
 
-__all__ = ["AT_INIT_CRITERIA", "CRITERIA", "DATA_CRITERIA", "SCORED_CRITERIA", "ScoreInputs"]
+__all__ = ["AT_INIT_CRITERIA", "CRITERIA", "DATA_CRITERIA", "INIT_CRITERIA", "SCORED_CRITERIA",
+           "ScoreInputs"]
 
 
 @dataclasses.dataclass
@@ -155,9 +156,13 @@ CRITERIA: dict[str, Score] = {
 _NEEDS_REFERENCE = {"large_init", "magnitude_increase", "movement"}
 #: Criteria that score on a batch of training data: ``prune(..., data=(x, y))``.
 DATA_CRITERIA = frozenset({"snip", "grasp"})
-#: Criteria whose scores the training engine accumulates: ``prune(..., scores=...)``.
-SCORED_CRITERIA = frozenset({"movement_score", "accumulated_change"})
+#: Criteria whose scores the training engine accumulates (``ScoreAccumulator``):
+#: ``prune(..., scores=...)``.
+SCORED_CRITERIA = frozenset(accumulated_scores.KINDS)
 #: Pruning-at-initialization methods (SNIP, GraSP, SynFlow).
 AT_INIT_CRITERIA = frozenset({"snip", "grasp", "synflow"})
+#: Criteria that need nothing but the weights at one point (and data), so they can choose
+#: masks at the rewind point (``PruningHparams.prune_at="init"``).
+INIT_CRITERIA = AT_INIT_CRITERIA | {"magnitude", "random"}
 #: Criteria applied over ``rounds`` rounds, rescoring after each.
 _ITERATIVE = frozenset({"synflow"})

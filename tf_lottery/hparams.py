@@ -31,7 +31,6 @@ __all__ = [
     "CONTROLS",
     "RETRAIN_MODES",
     "PRUNE_AT",
-    "INIT_CRITERIA",
     "OPTIMIZERS",
     "WEIGHT_DECAY_MODES",
     "GRADINIT_VARIANTS",
@@ -46,8 +45,6 @@ BRANCHES = ("lottery",) + CONTROLS
 #: Carbin 2019) or at the rewind point before any training of the pruned network
 #: (pruning at initialization: SNIP, GraSP, SynFlow; Frankle et al., ICLR 2021).
 PRUNE_AT = ("trained", "init")
-#: Criteria that score the weights at the rewind point alone (``prune_at="init"``).
-INIT_CRITERIA = ("magnitude", "random", "snip", "grasp", "synflow")
 #: How a pruned network is retrained: weight rewinding (Frankle & Carbin 2019; Frankle
 #: et al. 2019 for k > 0), learning-rate rewinding and fine-tuning (Renda et al. 2020).
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune")
@@ -375,7 +372,7 @@ class PruningHparams:
         prune_at: ``"trained"`` (IMP: each level's mask is pruned from the previous
             level's trained network) or ``"init"``: each level's (and each one-shot
             target's) mask is chosen from the weights at the rewind point (``theta_0``
-            for ``rewind="0it"``) with one of ``INIT_CRITERIA``, pruning straight to that
+            for ``rewind="0it"``) with one of ``tf_lottery.criteria.INIT_CRITERIA``, pruning straight to that
             level's sparsity (the ladder ``levels`` and the rates give, or the one-shot
             target); the networks then train exactly like tickets.
         early_bird: draw each level's mask early (You et al., ICLR 2020): the lottery
@@ -403,7 +400,8 @@ class PruningHparams:
     early_bird_epsilon: float = 0.1
 
     def __post_init__(self):
-        from tf_lottery.pruning import CRITERIA, SCOPES
+        from tf_lottery.criteria import CRITERIA, INIT_CRITERIA
+        from tf_lottery.pruning import SCOPES
 
         _check_number("levels", self.levels, 0, integer=True)
         _check_choice("scope", self.scope, SCOPES)
@@ -439,7 +437,7 @@ class PruningHparams:
         if self.prune_at == "init":
             if self.criterion not in INIT_CRITERIA:
                 _fail("criterion", self.criterion,
-                      f"must be one of {list(INIT_CRITERIA)} with `prune_at`='init': it "
+                      f"must be one of {sorted(INIT_CRITERIA)} with `prune_at`='init': it "
                       "scores trained weights (or a training run) that pruning at "
                       "initialization does not have")
             if self.retrain != "rewind":

@@ -415,12 +415,11 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
     ``target`` (``target`` itself from all-ones masks). ``data``, ``scores`` and
     ``loss`` go to ``prune`` for the criteria that need them.
     """
-    exclude = list(hp.exclude)
-    extra = {"exclude": exclude, "reference_weights": reference_weights, "seed": seed,
-             "data": data, "scores": scores, "loss": loss, "criterion": hp.criterion}
+    extra = dict(exclude=list(hp.exclude), criterion=hp.criterion, seed=seed, data=data,
+                 scores=scores, loss=loss, reference_weights=reference_weights)
     masks = masking.get_masks(model)
+    excluded = set(_match(list(masks), list(hp.exclude), "exclude"))
     if hp.scope != "layerwise":
-        excluded = set(_match(list(masks), exclude, "exclude"))
         size = sum(m.size for k, m in masks.items() if k not in excluded)
         alive = sum(int(np.count_nonzero(m)) for k, m in masks.items() if k not in excluded)
         rate = target if alive == size else min(max(1 - (1 - target) * size / alive, 0.0),
@@ -428,7 +427,6 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
         return prune(model, rate=rate, scope=hp.scope, **extra)
     rates = _level_rates(model, hp)
     sizes = {k: v.size for k, v in masks.items()}
-    excluded = set(_match(list(sizes), exclude, "exclude"))
     total = sum(sizes.values())
 
     def sparsity(n):
@@ -443,10 +441,15 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
     for _ in range(100):
         mid = (low + high) / 2
         low, high = (mid, high) if sparsity(mid) < target else (low, mid)
-    layer_rates = {
-        k: min(1 - (1 - rates[k]) ** high, 0.999999) for k in sizes if k not in excluded
-    }
-    return prune(model, rate=0.0, layer_rates=layer_rates, **extra)
+    return prune(model, rate=0.0, layer_rates=_ladder_rates(model, hp, high), **extra)
+
+
+def _ladder_rates(model, hp, n: float) -> dict[str, float]:
+    """Layerwise rates that take every included mask key from all ones to where ``n``
+    levels of its per-level rate ``p`` leave it: ``1 - (1 - p) ** n`` (below 1)."""
+    rates = _level_rates(model, hp)
+    excluded = set(_match(list(rates), list(hp.exclude), "exclude"))
+    return {k: min(1 - (1 - p) ** n, 0.999999) for k, p in rates.items() if k not in excluded}
 
 
 def level_masks(model, level: int, hp, *, seed=None, data=None, scores=None, loss=None):
@@ -465,12 +468,8 @@ def level_masks(model, level: int, hp, *, seed=None, data=None, scores=None, los
     """
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
         raise ValueError(f"`level` must be an integer >= 1; received {level!r}.")
-    extra = {"exclude": list(hp.exclude), "seed": seed, "data": data, "scores": scores,
-             "loss": loss, "criterion": hp.criterion}
+    extra = dict(exclude=list(hp.exclude), criterion=hp.criterion, seed=seed, data=data,
+                 scores=scores, loss=loss)
     if hp.scope != "layerwise":
         return prune(model, rate=1 - (1 - hp.rate) ** level, scope=hp.scope, **extra)
-    rates = _level_rates(model, hp)
-    excluded = set(_match(list(rates), list(hp.exclude), "exclude"))
-    layer_rates = {key: 1 - (1 - rate) ** level for key, rate in rates.items()
-                   if key not in excluded}
-    return prune(model, rate=0.0, layer_rates=layer_rates, **extra)
+    return prune(model, rate=0.0, layer_rates=_ladder_rates(model, hp, level), **extra)

@@ -25,7 +25,8 @@ import tensorflow as tf
 from absl import logging
 
 from tf_lottery import branch_checkpoint, files, masking, paths
-from tf_lottery.accumulated_scores import KINDS as ACCUMULATED, ScoreAccumulator
+from tf_lottery.accumulated_scores import ScoreAccumulator
+from tf_lottery.criteria import SCORED_CRITERIA
 from tf_lottery.early_bird import EarlyBird
 from tf_lottery.hparams import TrainingHparams, derive_seed
 from tf_lottery.layers import is_masked
@@ -121,7 +122,7 @@ class _Engine:
             self.model.optimizer.build(self.model.trainable_variables)
         self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
         self.accumulator = None
-        if pruning_hp.criterion in ACCUMULATED:
+        if pruning_hp.criterion in SCORED_CRITERIA:
             if type(strategy).__name__ != "_DefaultDistributionStrategy":
                 raise ValueError(
                     f"criterion={pruning_hp.criterion!r} accumulates its scores in the "
