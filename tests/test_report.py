@@ -271,7 +271,7 @@ def test_command_line_flags_and_errors(run, tmp_path, capsys):
 
 
 def test_python_dash_m_report_runs(run, tmp_path):
-    ok = cli("tf_lottery.report", str(run), f"--out={tmp_path}")
+    ok = cli("tf_lottery.cli", "report", str(run), f"--out={tmp_path}")
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "report.md").exists() and (tmp_path / "accuracy.png").exists()
 
