@@ -381,6 +381,13 @@ class PruningHparams:
             distance) over 5 consecutive evaluations. Needs ``criterion="magnitude"``
             and ``prune_at="trained"``.
         early_bird_epsilon: the early-bird distance threshold, in (0, 1).
+        structure: ``"unstructured"`` (default), ``"channel"`` (whole units and
+            filters; ``rate``/``rate_conv`` are fractions of the surviving channels, the
+            output layer is never pruned, scope ``"layerwise"`` or ``"global"``) or
+            ``"N:M"`` such as ``"2:4"`` (level 1 reaches the ``N:M`` mask and later levels
+            keep it; the rates are ignored; layerwise scope, no one-shot targets, no
+            early bird). See ``tf_lottery.structure``. Left out of ``hparams.json`` (and
+            the run's hash) while it is ``"unstructured"``.
     """
 
     levels: int = 0
@@ -398,6 +405,7 @@ class PruningHparams:
     prune_at: str = "trained"
     early_bird: bool = False
     early_bird_epsilon: float = 0.1
+    structure: str = "unstructured"
 
     def __post_init__(self):
         from tf_lottery.criteria import CRITERIA, INIT_CRITERIA
@@ -457,6 +465,36 @@ class PruningHparams:
                 _fail("early_bird", self.early_bird,
                       f"watches the magnitude mask; received `criterion`={self.criterion!r}: "
                       "use `criterion`='magnitude'")
+        self._check_structure()
+
+    def _check_structure(self):
+        from tf_lottery.structure import parse_structure
+
+        spec = parse_structure(self.structure)
+        object.__setattr__(self, "structure", str(spec))
+        if spec.kind == "channel":
+            if self.scope == "erk":
+                _fail("scope", self.scope, "cannot be 'erk' with `structure`='channel' (the "
+                      "Erdős–Rényi-Kernel budget has no channel form): use 'layerwise' or "
+                      "'global'")
+            if self.rate_output is not None:
+                _fail("rate_output", self.rate_output, "does not apply with `structure`="
+                      "'channel': the output layer's units are never removed; leave it unset")
+            if self.one_shot and self.scope != "layerwise":
+                _fail("one_shot", self.one_shot, "needs `scope`='layerwise' with `structure`="
+                      "'channel': a global channel rate cannot aim at a weight sparsity")
+        elif spec.kind == "n:m":
+            fixed = f"with `structure`={self.structure!r}, whose sparsity is 1 - {spec.n}/{spec.m}"
+            if self.scope != "layerwise":
+                _fail("scope", self.scope, f"must be 'layerwise' {fixed} in every layer")
+            for name in ("rate_conv", "rate_output"):
+                if getattr(self, name) is not None:
+                    _fail(name, getattr(self, name), f"does not apply {fixed}; leave it unset")
+            if self.one_shot:
+                _fail("one_shot", self.one_shot, f"has no targets to reach {fixed}")
+            if self.early_bird:
+                _fail("early_bird", self.early_bird, f"has no next mask to draw early {fixed}: "
+                      "every level keeps the N:M mask of level 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,7 +524,7 @@ class ExperimentHparams:
                        one_shot=list(self.pruning.one_shot), exclude=list(self.pruning.exclude))
         # Defaults are left out: hparams.json (and the run's hash) as before they existed.
         for name, default in (("reinit_draws", 1), ("prune_at", "trained"),
-                              ("early_bird", False)):
+                              ("early_bird", False), ("structure", "unstructured")):
             if pruning[name] == default:
                 pruning.pop(name)
         if not self.pruning.early_bird:

@@ -13,6 +13,9 @@ Scopes: ``layerwise`` (each layer loses its rate), ``global`` (one threshold) an
 Ties are broken deterministically: among equal scores the weight with the lower flat
 index is pruned first. Every layer keeps at least one weight, and pruned weights stay
 pruned.
+
+Structures (``structure=``: whole channels, or N of every M input weights) are described
+in ``tf_lottery.structure``; their selection runs here, on channel scores.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import keras
 import numpy as np
 
 from tf_lottery import erk, masking, unmasked
+from tf_lottery import structure as structure_lib
 from tf_lottery.criteria import (
     _ITERATIVE,
     _NEEDS_REFERENCE,
@@ -217,6 +221,7 @@ def prune(
     loss=None,
     rounds: int = 100,
     scores: Mapping[str, np.ndarray] | None = None,
+    structure: str = "unstructured",
 ) -> dict[str, np.ndarray]:
     """Computes the next masks of a masked model; apply them with ``set_masks``.
 
@@ -239,6 +244,25 @@ def prune(
     ``(1 - rate) ** (j / rounds)`` of their survivors, rescored each round with the
     previous round's masks; the last round reaches exactly the one-round counts.
 
+    ``structure`` (see ``tf_lottery.structure``):
+
+    * ``"unstructured"`` (default): weights one by one, as above.
+    * ``"channel"``: whole Dense units and convolution filters, ranked by the sum of
+      their weights' scores (the filter's L1 norm for ``magnitude``, Li et al., ICLR
+      2017); ``rate`` is a fraction of the surviving *channels* (of each layer, or of all
+      included layers for ``global``; ``erk`` is refused) and every layer keeps at least
+      one channel. The output layer is left exactly as it is (its units are the classes);
+      channels tied by an ``Add`` are pruned together; layers without output channels
+      (depthwise, embeddings, ``MaskedWrapper`` weights) are left as they are with a
+      ``StructureWarning``. A removed channel still outputs ``act(bias)``.
+    * ``"N:M"`` (e.g. ``"2:4"``): every layer keeps the ``N`` best-scoring survivors of
+      every ``M`` consecutive weights along its input dimension; ``rate`` is ignored (the
+      sparsity is ``1 - N/M``), ``scope`` must be ``"layerwise"``, the criterion scores
+      once (``rounds`` is ignored) and the output layer is included. Pruning an ``N:M``
+      mask again with ``N:M`` returns it unchanged. An input dimension that is not a
+      multiple of ``M`` is zero-padded: the last group keeps ``min(N, its size)``, with a
+      ``StructureWarning``.
+
     Args:
         model: a model returned by ``tf_lottery.wrap`` (or built from masked layers).
         rate: fraction in ``[0, 1)`` of the surviving weights to prune.
@@ -259,6 +283,7 @@ def prune(
             ignored by the others.
         scores: ``{mask key: array}`` accumulated during training, for
             ``SCORED_CRITERIA`` (``movement_score``, ``accumulated_change``).
+        structure: ``"unstructured"``, ``"channel"`` or ``"N:M"`` with ``0 < N < M``.
 
     Returns:
         ``{mask key: float32 0/1 array}`` for every masked weight; excluded ones are
@@ -270,14 +295,20 @@ def prune(
             ``layer_rates``/``output_rate`` with global or erk scope, a model without
             masked layers, ``rounds`` not an integer >= 1, a data criterion without (or
             with malformed) ``data``, or a scored criterion without ``scores`` or with
-            misshapen ones.
+            misshapen ones; a bad ``structure`` string, ``channel`` with ``erk`` scope
+            or with a rate for the output layer, ``N:M`` with ``layer_rates``,
+            ``output_rate`` or a scope other than layerwise, tied channels given
+            different rates, or a structure that applies to none of the included layers.
 
     Warns:
         tf_lottery.unmasked.UnmaskedWeightsWarning: the model has weight matrices
             outside masks (not left out of ``wrap`` on purpose); they are named, and
             neither ranked nor counted.
+        tf_lottery.structure.StructureWarning: a structure leaves masks as they are
+            (named), or an ``N:M`` input dimension is not a multiple of ``M``.
     """
     rate = _check_rate("rate", rate)
+    spec = structure_lib.parse_structure(structure)
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {list(SCOPES)}; received {scope!r}.")
     if criterion not in CRITERIA:
@@ -310,6 +341,20 @@ def prune(
     if len(excluded) == len(keys):
         raise ValueError(f"`exclude` {exclude!r} excludes every masked layer; nothing to prune.")
     included = [key for key in keys if key not in excluded]
+    plan = None
+    if spec.kind != "unstructured":
+        output = output_mask_key(model)
+        structure_lib.check_arguments(
+            spec, scope=scope, output_rate=output_rate, output_key=output,
+            rated_keys=set(_match(keys, layer_rates or {}, "layer_rates")))
+        plan = structure_lib.plan_for(model, spec, included, output_key=output,
+                                      excluded=excluded)
+        if not plan.axes:
+            raise ValueError(
+                f"`structure`={str(spec)!r} applies to none of the included masked "
+                f"layers: {plan.left}. Prune them with structure='unstructured'.")
+        included = list(plan.axes)
+        group_rates = plan.group_rates(rates) if spec.kind == "channel" else None
 
     reference = None
     if criterion in _NEEDS_REFERENCE:
@@ -337,14 +382,23 @@ def prune(
         scores=scores,
     )
     alive0 = {key: int(np.count_nonzero(masks[key])) for key in included}
-    n = rounds if criterion in _ITERATIVE else 1
+    n = rounds if criterion in _ITERATIVE and (plan is None or plan.spec.kind != "n:m") else 1
+    if plan is not None:
+        plan.start(masks)
     try:
         for j in range(1, n + 1):
             raw = CRITERIA[criterion](inputs)
             round_scores = {
                 key: np.asarray(raw[key], dtype=np.float64).reshape(-1) for key in included
             }
-            _select(new_masks, round_scores, scope, rates, rate, alive0, j, n)
+            if plan is None:
+                _select(new_masks, round_scores, scope, rates, rate, alive0, j, n)
+            elif plan.spec.kind == "n:m":
+                plan.apply_nm(new_masks, round_scores)
+            else:  # channel: the same selection, over each group's channel scores
+                channels, channel_scores = plan.channel_view(new_masks, round_scores)
+                _select(channels, channel_scores, scope, group_rates, rate, plan.alive0, j, n)
+                plan.expand(new_masks, channels)
     finally:
         for state in inputs.cache.values():
             state.close()
@@ -352,19 +406,43 @@ def prune(
     return new_masks
 
 
-def random_masks_like(masks: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+def random_masks_like(masks: Mapping[str, np.ndarray], seed: int, *,
+                      structure: str = "unstructured", model=None) -> dict[str, np.ndarray]:
     """Random masks with the same number of ones per key as ``masks``.
 
     The random-pruning control of Frankle & Carbin (2019): same per-layer sparsity,
-    uniformly random positions.
+    uniformly random positions. With ``structure="channel"`` the masks that ``prune``
+    channel-prunes keep the same number of channels per layer (per tied group), chosen
+    at random; with ``"N:M"`` every group of ``M`` input weights keeps as many as in
+    ``masks``, at random places. Other keys are shuffled weight by weight.
+
+    Args:
+        masks: ``{mask key: 0/1 array}``.
+        seed: the random seed.
+        structure: as in ``prune``.
+        model: the masked model the masks belong to; needed unless ``structure`` is
+            ``"unstructured"`` (its layers say which axis is a channel or an input).
+
+    Raises:
+        ValueError: a bad ``structure``, or a structured one without ``model``.
     """
+    spec = structure_lib.parse_structure(structure)
     rng = np.random.default_rng(seed)
     out = {}
+    if spec.kind != "unstructured":
+        if model is None:
+            raise ValueError(f"`model` is needed for structure={str(spec)!r}: pass the masked "
+                             "model the masks belong to.")
+        plan = structure_lib.plan_for(model, spec, list(masks), output_key=output_mask_key(model),
+                                      warn=False)
+        out = plan.random(masks, rng)
     for key, mask in masks.items():
+        if key in out:
+            continue
         flat = np.zeros(mask.size, np.float32)
         flat[rng.permutation(mask.size)[: int(np.count_nonzero(mask))]] = 1.0
         out[key] = flat.reshape(mask.shape)
-    return out
+    return {key: out[key] for key in masks}
 
 
 # ----------------------------------------------------------- layer-rate policy
@@ -414,11 +492,31 @@ def one_shot_masks(model, target: float, hp, *, reference_weights=None, seed=Non
     relative to the current survivors of the included layers, leaves them at sparsity
     ``target`` (``target`` itself from all-ones masks). ``data``, ``scores`` and
     ``loss`` go to ``prune`` for the criteria that need them.
+
+    ``hp.structure="channel"`` (layerwise only) prunes channels along the same ladder,
+    counting the layers it leaves as they are (the output layer, ...) as kept.
+
+    Raises:
+        ValueError: ``hp.structure`` is ``N:M`` (its sparsity is fixed at ``1 - N/M``)
+            or ``channel`` with global scope (a channel rate cannot aim at a weight
+            sparsity), or ``prune`` refuses the arguments.
     """
     extra = dict(exclude=list(hp.exclude), criterion=hp.criterion, seed=seed, data=data,
-                 scores=scores, loss=loss, reference_weights=reference_weights)
+                 scores=scores, loss=loss, reference_weights=reference_weights,
+                 structure=hp.structure)
     masks = masking.get_masks(model)
     excluded = set(_match(list(masks), list(hp.exclude), "exclude"))
+    spec = structure_lib.parse_structure(hp.structure)
+    if spec.kind == "n:m" or (spec.kind == "channel" and hp.scope != "layerwise"):
+        raise ValueError(
+            f"one-shot pruning to a target sparsity does not apply with `structure`="
+            f"{str(spec)!r} and `scope`={hp.scope!r}: "
+            + ("N:M masks have sparsity 1 - N/M." if spec.kind == "n:m" else
+               "a global channel rate cannot aim at a weight sparsity; use scope='layerwise'."))
+    if spec.kind == "channel":
+        excluded |= set(structure_lib.plan_for(
+            model, spec, [k for k in masks if k not in excluded],
+            output_key=output_mask_key(model), excluded=excluded, warn=False).left)
     if hp.scope != "layerwise":
         size = sum(m.size for k, m in masks.items() if k not in excluded)
         alive = sum(int(np.count_nonzero(m)) for k, m in masks.items() if k not in excluded)
@@ -449,6 +547,8 @@ def _ladder_rates(model, hp, n: float) -> dict[str, float]:
     levels of its per-level rate ``p`` leave it: ``1 - (1 - p) ** n`` (below 1)."""
     rates = _level_rates(model, hp)
     excluded = set(_match(list(rates), list(hp.exclude), "exclude"))
+    if structure_lib.parse_structure(hp.structure).kind == "channel":
+        excluded.add(output_mask_key(model))  # the output layer's units are never removed
     return {k: min(1 - (1 - p) ** n, 0.999999) for k, p in rates.items() if k not in excluded}
 
 
@@ -461,7 +561,8 @@ def level_masks(model, level: int, hp, *, seed=None, data=None, scores=None, los
     Pruning at initialization (``prune_at="init"``) uses it to match, in one step, the
     sparsity that ``level`` rounds of iterative pruning reach (up to rounding).
     ``hp`` is a ``PruningHparams``; ``seed``, ``data``, ``scores`` and ``loss`` go to
-    ``prune``.
+    ``prune``. With ``hp.structure="channel"`` the ladder counts channels (the output
+    layer left as it is); with ``N:M`` every level is the ``N:M`` mask.
 
     Raises:
         ValueError: ``level`` is not an integer >= 1, or ``prune`` refuses the arguments.
@@ -469,7 +570,9 @@ def level_masks(model, level: int, hp, *, seed=None, data=None, scores=None, los
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
         raise ValueError(f"`level` must be an integer >= 1; received {level!r}.")
     extra = dict(exclude=list(hp.exclude), criterion=hp.criterion, seed=seed, data=data,
-                 scores=scores, loss=loss)
+                 scores=scores, loss=loss, structure=hp.structure)
+    if structure_lib.parse_structure(hp.structure).kind == "n:m":
+        return prune(model, rate=0.0, **extra)
     if hp.scope != "layerwise":
         return prune(model, rate=1 - (1 - hp.rate) ** level, scope=hp.scope, **extra)
     return prune(model, rate=0.0, layer_rates=_ladder_rates(model, hp, level), **extra)

@@ -319,7 +319,8 @@ class _Driver:
                 else:
                     weights = start_weights
                     control_masks = pruning.random_masks_like(
-                        masks, seed=derive_seed(e.seed, "random_prune", level)
+                        masks, seed=derive_seed(e.seed, "random_prune", level),
+                        structure=hp.structure, model=self.model,
                     )
                 summaries[control] = self._branch(
                     level, control, rep.branch(level, control), weights=weights,
@@ -417,7 +418,7 @@ class _Driver:
             self.model, rate=hp.rate, scope=hp.scope, criterion=hp.criterion,
             layer_rates=layer_rates, output_rate=output_rate, exclude=list(hp.exclude),
             reference_weights=reference, seed=derive_seed(self.engine.seed, "prune", level),
-            **evidence,
+            structure=hp.structure, **evidence,
         )
 
     def _feeds_next_level(self, level) -> bool:
