@@ -248,7 +248,7 @@ def wrap(model, *, include=None, exclude=None):
     return new_model
 
 
-def strip(model):
+def strip(model, *, shrink=False):
     """Returns a plain Keras copy of ``model`` with each mask folded into its weight.
 
     Every masked layer becomes its Keras base class (``MaskedDense`` -> ``Dense``; a
@@ -257,10 +257,24 @@ def strip(model):
     masked model's. Use it before exporting or sharing a ticket. ``model`` is not
     changed (layers that ``wrap`` could not rebuild are shared, as in the masked model).
 
+    With ``shrink=True``, removed channels are physically gone as well: Dense units and
+    convolution filters whose kernel mask column is all zero are removed, with the
+    next layer's inputs and the BatchNormalization entries between them
+    (``tf_lottery.shrink.shrink_model``: same outputs, fewer parameters; it raises
+    ``ValueError`` for a channel mask on an output layer and warns with
+    ``ChannelsKeptWarning`` about channels it has to keep).
+
     Raises:
-        ValueError: ``model`` is subclassed, not built, or not a keras.Model.
+        ValueError: ``model`` is subclassed, not built, or not a keras.Model;
+            ``shrink`` is not a bool.
     """
     _check_model(model, "strip")
+    if not isinstance(shrink, (bool, np.bool_)):
+        raise ValueError(f"`shrink` must be True or False; received {shrink!r}.")
+    if shrink:
+        from tf_lottery.shrink import shrink_model  # shrink builds on strip
+
+        return shrink_model(model)
 
     def make(layer):
         if isinstance(layer, MaskedWrapper):

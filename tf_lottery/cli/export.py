@@ -13,19 +13,20 @@ from tf_lottery.cli.errors import UsageError, exit_with, parse_or_exit, usage_er
 
 __all__ = ["USAGE", "flag_values", "main", "run"]
 
-USAGE = """Exports a trained ticket of a run directory to a sparse TFLite file.
+USAGE = """Exports a trained ticket of a run directory to a TFLite file that LiteRT's
+default Interpreter runs (sparse weight encoding where it runs there and is smaller).
 
     python -m tf_lottery.cli export --run_dir=runs/<name>_<hash> --level=8 --quantization=int8
 
-Writes <output_dir>/export_<quantization>.tflite and .json (default output_dir: the
-branch directory level_<k>/<branch>/) and prints the report and the test-set accuracy
-of the Keras model and of the exported file (run with LiteRT).
+Writes <output_dir>/export_<quantization>[_shrunk].tflite and .json (default output_dir:
+the branch directory level_<k>/<branch>/) and prints the report and the test-set
+accuracy of the Keras model and of the exported file (run with LiteRT).
 """
 
 #: Library argument -> flag.
 FLAG_NAMES = {name: name for name in (
     "run_dir", "level", "branch", "replicate", "quantization", "representative_size",
-    "qat_steps", "qat_learning_rate", "latency_runs", "output_dir", "data_dir")}
+    "qat_steps", "qat_learning_rate", "latency_runs", "output_dir", "data_dir", "shrink")}
 FLAG_NAMES.update(representative_data="representative_size")
 
 
@@ -54,6 +55,11 @@ def flag_values() -> flags.FlagValues:
                        flag_values=fv)
     flags.DEFINE_integer("latency_runs", 50, "Timed runs behind each latency median.",
                          flag_values=fv)
+    flags.DEFINE_boolean("shrink", False, "Remove pruned channels (Dense units, conv "
+                         "filters whose kernel mask column is all zero) first: a "
+                         "channel-pruned ticket exports as a small dense network, and the "
+                         "report compares its LiteRT latency with the unshrunk network's. "
+                         "Files are named export_<quantization>_shrunk.", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "Directory for the .tflite and .json files "
                         "(default: the branch directory).", flag_values=fv)
     flags.DEFINE_string("data_dir", None, "Dataset location, as for the experiment.",
@@ -80,7 +86,7 @@ def main(fv: flags.FlagValues) -> int:
         ticket = export.load_ticket(fv.run_dir, fv.level, branch=fv.branch,
                                     replicate=fv.replicate, data_dir=fv.data_dir)
     data = ticket.dataset
-    label = fv.quantization + ("_qat" if fv.qat_steps else "")
+    label = fv.quantization + ("_qat" if fv.qat_steps else "") + ("_shrunk" if fv.shrink else "")
     path = paths.BranchDir(ticket.branch_dir).export(label, fv.output_dir)
     qat = {}
     if fv.qat_steps:
@@ -92,9 +98,10 @@ def main(fv: flags.FlagValues) -> int:
             report = export.to_tflite(
                 ticket.model, path, quantization=fv.quantization,
                 representative_data=data.x_train[:fv.representative_size],
-                sample_inputs=data.x_test[:256], latency_runs=fv.latency_runs, **qat,
+                sample_inputs=data.x_test[:256], latency_runs=fv.latency_runs,
+                shrink=fv.shrink, **qat,
             )
-    except RuntimeError as err:  # the file runs under no LiteRT kernels: nothing written
+    except RuntimeError as err:  # no encoding runs in LiteRT's default Interpreter
         print(f"error: {err}", file=sys.stderr)
         return 1
     keras_logits = ticket.model.predict(data.x_test, batch_size=1000, verbose=0)
@@ -122,7 +129,8 @@ def run(argv=None) -> None:
     """Entry point of ``python -m tf_lottery.cli export`` and the ``tf-lottery-export`` script.
 
     Exits 0 on success; 2, after one ``error: ...`` line naming the flag, on bad input;
-    1 when the converted file runs under none of LiteRT's kernels (nothing is written).
+    1 when neither encoding of the converted model runs in LiteRT's default Interpreter
+    (nothing is written).
     """
     argv = list(sys.argv if argv is None else argv)
     fv = flag_values()

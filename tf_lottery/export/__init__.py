@@ -1,18 +1,22 @@
 """TFLite / LiteRT export of sparse tickets, checked by running the exported file.
 
 ``to_tflite(model, "ticket.tflite", quantization=...)`` folds the masks into the
-weights, converts with ``tf.lite.TFLiteConverter`` and ``EXPERIMENTAL_SPARSITY``
-(sparse weight encoding), runs the file with LiteRT on sample inputs, compares it with
-the Keras model and returns an ``ExportReport`` (sizes, which weights are stored
-sparse and how sparse, output differences, the delegate that ran it, latencies).
+weights (``shrink=True``: removes pruned channels too), converts with
+``tf.lite.TFLiteConverter`` with and without ``EXPERIMENTAL_SPARSITY`` (sparse and
+dense weight encodings), writes the sparse encoding only where it runs in LiteRT's
+default ``Interpreter`` and is smaller gzipped (else the dense one), checks the file
+by running it there against the Keras model and returns an ``ExportReport`` (the
+encoding chosen and why, sizes, which weights are stored sparse and how sparse, output
+differences, latencies, optionally against a ``baseline`` network).
 ``load_ticket(run_dir, level)`` rebuilds a trained network of a run directory for it;
 ``predict(path, x)`` runs an exported file.
 
 Submodules, each importing only those listed before it:
 
 - ``report``: ``ExportReport`` and ``TensorReport``.
-- ``litert``: running files with LiteRT (``open_interpreter``, ``predict``, delegate
-  fallback, latency).
+- ``litert``: running files with LiteRT (``run_default``: as a deployer opens a file;
+  ``open_interpreter``, ``predict``, latency).
+- ``encoding``: the sparse-or-dense choice (``choose``, ``ENCODINGS``).
 - ``flatbuffer``: reading a ``.tflite`` file back (``weight_tensors``: sparse encoding,
   nonzeros, the Keras weight each tensor holds).
 - ``converter``: Keras -> TFLite (``convert``, ``to_tflite``, ``QUANTIZATIONS``;

@@ -1,13 +1,16 @@
 """Keras -> TFLite conversion of sparse tickets: converter settings, quantization, checks.
 
 ``to_tflite(model, "ticket.tflite", quantization=...)`` folds the masks into the
-weights (``tf_lottery.strip``), converts with ``tf.lite.TFLiteConverter`` and
-``tf.lite.Optimize.EXPERIMENTAL_SPARSITY`` (sparse weight encoding), runs the result
-with LiteRT (``tf_lottery.export.litert``) on sample inputs, compares it with the Keras
-model and returns an ``ExportReport``: file sizes (raw, gzip, and a dense export of the
-same model for comparison), which weight tensors the file stores sparse and how sparse
+weights (``tf_lottery.strip``; with ``shrink=True`` pruned channels are removed too),
+converts twice with ``tf.lite.TFLiteConverter``, with and without
+``tf.lite.Optimize.EXPERIMENTAL_SPARSITY`` (the sparse and the dense weight encoding),
+runs both as a deployer would (LiteRT's default ``Interpreter``,
+``tf_lottery.export.litert.run_default``), writes the sparse one only if it runs there
+and is smaller gzipped (``tf_lottery.export.encoding``), compares the file with the
+Keras model and returns an ``ExportReport``: the encoding chosen and why, file sizes
+(raw, gzip, both encodings), which weight tensors the file stores sparse and how sparse
 they still are (read back from the flatbuffer, ``tf_lottery.export.flatbuffer``), the
-largest output difference, and latencies.
+largest output difference, and latencies, optionally against a ``baseline`` network.
 
 How a Keras 3 model is converted (TF 2.21, Keras 3.15): the model is written as a
 SavedModel with ``keras.export.ExportArchive`` and one endpoint calling
@@ -20,13 +23,12 @@ tf_keras models (tfmot's quantization-aware training, handed over by
 ``tf_lottery.tfmot_bridge.prune_preserving_qat``) are saved with
 ``tf.saved_model.save``, as ``from_keras_model`` does for them.
 
-Every export is run: a variant that fails under LiteRT's default delegates is re-run
-with its builtin kernels and the report says so (``delegate="builtin"`` and the reason).
+Every file written runs under LiteRT's default delegates; a model whose dense encoding
+does not run there either raises ``RuntimeError`` and nothing is written.
 """
 
 from __future__ import annotations
 
-import gzip
 import numbers
 import os
 import tempfile
@@ -36,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery import files, masking
-from tf_lottery.export import flatbuffer, litert
+from tf_lottery.export import encoding, flatbuffer, litert
 from tf_lottery.export.report import ExportReport
 from tf_lottery.layers import is_masked
 from tf_lottery.unmasked import candidate_weights
@@ -51,27 +53,27 @@ _REPRESENTATIVE_LIMIT = 500
 
 
 # ------------------------------------------------------------------------- validation
-def _check_model(model):
+def _check_model(model, arg="model"):
     if not isinstance(model, keras.Model):
         raise ValueError(
-            f"`model` must be a keras.Model; received {type(model).__name__}. Pass a built "
+            f"`{arg}` must be a keras.Model; received {type(model).__name__}. Pass a built "
             "Sequential or Functional Keras 3 model (masked or plain)."
         )
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError(
-            f"`model` {model.name!r} has no defined inputs (not built, or subclassed). Pass "
+            f"`{arg}` {model.name!r} has no defined inputs (not built, or subclassed). Pass "
             "a Sequential or Functional model built on keras.Input(shape)."
         )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
-            f"`model` {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            f"`{arg}` {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
             "outputs; to_tflite exports single-input, single-output models. Wrap the model "
             "in one that takes and returns a single tensor."
         )
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(
-            f"`model` {model.name!r} has input shape {tuple(model.inputs[0].shape)} with "
+            f"`{arg}` {model.name!r} has input shape {tuple(model.inputs[0].shape)} with "
             "unknown dimensions besides the batch; export needs them fixed. Rebuild it on "
             "keras.Input with a full shape."
         )
@@ -80,7 +82,7 @@ def _check_model(model):
         compute = getattr(policy, "compute_dtype", "float32")
         if compute not in ("float32", None):
             raise ValueError(
-                f"`model` layer {layer.name!r} computes in {compute} (dtype policy "
+                f"`{arg}` layer {layer.name!r} computes in {compute} (dtype policy "
                 f"{getattr(policy, 'name', policy)!r}); export float32 models. Rebuild the "
                 "model under keras.config.set_dtype_policy('float32') and load the weights "
                 "into it; use quantization='float16' for a half-precision file."
@@ -233,18 +235,56 @@ def _versions():
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "ai_edge_litert": version}
 
 
+def _plain(model, shrink):
+    """``model`` with its masks folded in (and pruned channels removed with ``shrink``)."""
+    if shrink:
+        return masking.strip(model, shrink=True)
+    masked = any(is_masked(layer) for _, layer in _walk_layers(model))
+    return masking.strip(model) if masked else model
+
+
+def _check_baseline(baseline, model, shape):
+    _check_model(baseline, "baseline")
+    base_in = tuple(baseline.inputs[0].shape[1:])
+    base_out = tuple(baseline.outputs[0].shape[1:])
+    out = tuple(model.outputs[0].shape[1:])
+    if base_in != shape or base_out != out:
+        raise ValueError(
+            f"`baseline` {baseline.name!r} maps {base_in} to {base_out}, but `model` maps "
+            f"{shape} to {out}; pass the unpruned network of the same architecture."
+        )
+
+
+def _measure_baseline(baseline, label, representative_data, example, runs):
+    """``(parameters, file bytes, gzip bytes, LiteRT ms)`` of ``baseline``'s dense
+    encoding in quantization ``label``; RuntimeError if it does not run under the
+    default delegates."""
+    plain = _plain(baseline, shrink=False)
+    flat = convert(plain, quantization=label, representative_data=representative_data,
+                   sparse=False)
+    _, error = litert.run_default(flat, example)
+    if error is not None:
+        raise RuntimeError(f"The `baseline` model does not run under LiteRT's default "
+                           f"delegates ({error}); nothing was written.")
+    return (int(plain.count_params()), len(flat), encoding.gzip_size(flat),
+            litert.litert_latency_ms(flat, example, "xnnpack", runs))
+
+
 def to_tflite(model, path, *, quantization=None, representative_data=None, sample_inputs=None,
               qat_data=None, qat_steps=100, qat_batch_size=32, qat_learning_rate=1e-4,
-              latency_runs=50) -> ExportReport:
-    """Exports a (masked or plain) Keras model to a sparse ``.tflite`` file and checks it.
+              latency_runs=50, shrink=False, baseline=None) -> ExportReport:
+    """Exports a (masked or plain) Keras model to a ``.tflite`` file that runs anywhere.
 
-    Steps: strip the masks (``tf_lottery.strip``) when the model is masked; convert with
-    ``EXPERIMENTAL_SPARSITY`` and the requested quantization; run the file with LiteRT
-    (default delegates, falling back to the builtin kernels when they fail) on
-    ``sample_inputs`` and compare with the Keras model; only then move the file to
-    ``path`` (atomically: ``path`` never holds an unchecked or partial file). A dense
-    export (no sparsity optimization, same quantization) is converted in memory for the
-    size and latency comparison. The file takes and returns float32 tensors.
+    Steps: strip the masks (``tf_lottery.strip``; with ``shrink=True`` also remove
+    pruned channels, ``tf_lottery.strip(model, shrink=True)``); convert with the
+    requested quantization twice, with ``EXPERIMENTAL_SPARSITY`` (sparse weight
+    encoding) and without (dense); run both on ``sample_inputs`` in LiteRT's default
+    ``Interpreter`` (default delegates, XNNPACK) and keep the sparse encoding only when
+    it runs there and is smaller gzipped than the dense one, else the dense one
+    (``ExportReport.encoding`` and ``encoding_reason`` say which and why); write it to
+    ``path`` atomically, open it from there with ``Interpreter(model_path=path)``,
+    run it and compare with the Keras model (``path`` never holds an unchecked or
+    partial file). The file takes and returns float32 tensors.
 
     Args:
         model: built single-input, single-output Keras 3 model, float32 policy.
@@ -264,18 +304,29 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
         qat_steps, qat_batch_size, qat_learning_rate: QAT iterations (>= 1), batch size
             and Adam learning rate.
         latency_runs: timed runs (batch 1) behind each latency median, >= 1.
+        shrink: remove the pruned channels (Dense units, convolution filters whose
+            kernel mask column is all zero) before converting: a channel-pruned ticket
+            becomes a small dense network.
+        baseline: a Keras model (masked or plain) of the same input and output shapes,
+            typically the unpruned network of the same architecture: converted dense in
+            the same quantization, and its LiteRT latency, size and parameters are
+            reported next to this file's (``ExportReport.baseline_*``, ``speedup``).
+            Default ``None``: with ``shrink=True``, ``model`` stripped without shrinking
+            (the same architecture with every channel: the dense network's cost);
+            otherwise no comparison.
 
     Returns:
         An ``ExportReport``.
 
     Raises:
-        ValueError: before any work, for a model that is not a built single-input
-            float32 keras.Model, a ``path`` not ending in ``.tflite``, an unknown
-            ``quantization``, ``"int8"`` without ``representative_data`` or
-            ``qat_data``, ``qat_data`` with another quantization, inputs of the wrong
-            shape, or bad counts.
-        RuntimeError: the converted file runs neither under LiteRT's default delegates
-            nor under its builtin kernels (nothing is written).
+        ValueError: before any work, for a model (or ``baseline``) that is not a built
+            single-input float32 keras.Model, a ``baseline`` of other shapes, a
+            ``path`` not ending in ``.tflite``, an unknown ``quantization``, ``"int8"``
+            without ``representative_data`` or ``qat_data``, ``qat_data`` with another
+            quantization, inputs of the wrong shape, a non-bool ``shrink``, or bad
+            counts; from ``shrink=True``, a channel mask on an output layer.
+        RuntimeError: neither encoding runs under LiteRT's default delegates, or the
+            baseline does not (nothing is written).
     """
     shape = _check_model(model)
     label = _check_quantization(quantization)
@@ -283,6 +334,10 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
         raise ValueError(f"`path` must be a file name ending in '.tflite'; received {path!r}.")
     path = os.fspath(path)
     latency_runs = litert.check_positive_int("latency_runs", latency_runs)
+    if not isinstance(shrink, (bool, np.bool_)):
+        raise ValueError(f"`shrink` must be True or False; received {shrink!r}.")
+    if baseline is not None:
+        _check_baseline(baseline, model, shape)
     if representative_data is not None:
         representative_data = _check_inputs("representative_data", representative_data, shape)
     if qat_data is not None:
@@ -318,8 +373,11 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
             sample_inputs = rng.uniform(0.0, 1.0, (_DEFAULT_SAMPLES, *shape)).astype(np.float32)
     sample_inputs = _check_inputs("sample_inputs", sample_inputs, shape)
 
-    plain = masking.strip(model) if any(is_masked(layer) for _, layer in
-                                        _walk_layers(model)) else model
+    plain = _plain(model, bool(shrink))
+    if baseline is None and shrink:
+        baseline, baseline_label = model, "the unshrunk network (every channel)"
+    elif baseline is not None:
+        baseline_label = f"baseline {baseline.name!r}"
     keras_weights = _keras_prunable(plain)
     if qat_data is not None:
         from tf_lottery import tfmot_bridge
@@ -333,38 +391,48 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
                "TFLiteConverter.from_saved_model")
     else:
         source = plain
-        reference_outputs = keras.ops.convert_to_numpy(plain(sample_inputs, training=False))
+        reference_outputs = keras.ops.convert_to_numpy(model(sample_inputs, training=False))
         reference = "Keras"
         how = ("keras.export.ExportArchive (model(x, training=False)) -> "
                "TFLiteConverter.from_saved_model")
-    how += f", optimizations={'[]' if label == 'float32' else '[DEFAULT]'} + EXPERIMENTAL_SPARSITY"
 
     with tempfile.TemporaryDirectory(prefix="tf_lottery_export_") as directory:
         _saved_model(source, directory)
-        flat = _convert_saved_model(directory, label, representative_data, sparse=True)
+        sparse = _convert_saved_model(directory, label, representative_data, sparse=True)
         dense = _convert_saved_model(directory, label, representative_data, sparse=False)
+    choice = encoding.choose(sparse, dense, sample_inputs)
+    flat = choice.flat
+    how += (f", optimizations={'[]' if label == 'float32' else '[DEFAULT]'} with and "
+            f"without EXPERIMENTAL_SPARSITY; {choice.encoding} encoding written")
+    example = sample_inputs[:1]
+    measured = (None,) * 4
+    if baseline is not None:
+        calibration = representative_data if representative_data is not None else (
+            qat_x[:_REPRESENTATIVE_LIMIT] if qat_data is not None else None)
+        measured = _measure_baseline(baseline, label, calibration, example, latency_runs)
 
-    # The dense export (for comparison) is checked first, so that nothing is written
-    # when any LiteRT run fails.
-    _, dense_delegate, _ = litert.run_with_fallback(dense, sample_inputs[:1])
+    # Everything that could fail has run; write, then run the file from its own path.
     with files.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flat)
             f.flush()
             os.fsync(f.fileno())
-        outputs, delegate, delegate_error = litert.run_with_fallback(tmp, sample_inputs)
+        outputs, error = litert.run_default(tmp, sample_inputs)
+        if error is not None:
+            raise RuntimeError(f"The written file does not run under LiteRT's default "
+                               f"delegates ({error}); nothing was written.")
 
     reports = flatbuffer.match_keras_weights(keras_weights, flatbuffer.weight_tensors(flat))
     ops = flatbuffer.operator_names(flat)
-    example = sample_inputs[:1]
+    latency = litert.litert_latency_ms(flat, example, "xnnpack", latency_runs)
     return ExportReport(
         path=path,
         quantization=label,
         qat=qat_data is not None,
         file_bytes=len(flat),
-        gzip_bytes=len(gzip.compress(flat, 9, mtime=0)),
+        gzip_bytes=encoding.gzip_size(flat),
         dense_file_bytes=len(dense),
-        dense_gzip_bytes=len(gzip.compress(dense, 9, mtime=0)),
+        dense_gzip_bytes=encoding.gzip_size(dense),
         keras_weights=int(sum(a.size for a in keras_weights.values())),
         keras_nonzero=int(sum(np.count_nonzero(a) for a in keras_weights.values())),
         sparse_tensors=sum(t.stored_sparse for t in reports),
@@ -374,13 +442,25 @@ def to_tflite(model, path, *, quantization=None, representative_data=None, sampl
         samples=len(sample_inputs),
         max_abs_diff=float(np.max(np.abs(outputs - reference_outputs))),
         reference=reference,
-        delegate=delegate,
-        delegate_error=delegate_error,
-        litert_latency_ms=litert.litert_latency_ms(flat, example, delegate, latency_runs),
-        dense_litert_latency_ms=litert.litert_latency_ms(dense, example, dense_delegate,
-                                                         latency_runs),
+        delegate="xnnpack",
+        delegate_error=None,
+        litert_latency_ms=latency,
+        dense_litert_latency_ms=latency if flat is dense else litert.litert_latency_ms(
+            dense, example, "xnnpack", latency_runs),
         keras_latency_ms=_keras_latency(plain, example, latency_runs),
         latency_runs=latency_runs,
         converter=how,
         versions=_versions(),
+        encoding=choice.encoding,
+        encoding_reason=choice.reason,
+        sparse_file_bytes=len(sparse),
+        sparse_gzip_bytes=encoding.gzip_size(sparse),
+        sparse_delegate_error=choice.sparse_error,
+        keras_params=int(plain.count_params()),
+        shrunk=bool(shrink),
+        baseline=baseline_label if baseline is not None else None,
+        baseline_params=measured[0],
+        baseline_file_bytes=measured[1],
+        baseline_gzip_bytes=measured[2],
+        baseline_litert_latency_ms=measured[3],
     )

@@ -1,13 +1,15 @@
 """Running exported ``.tflite`` files with LiteRT: interpreter, delegates, predict, latency.
 
 Files are run with ``ai_edge_litert.interpreter.Interpreter`` (imported on first use).
-LiteRT's default XNNPACK delegate rejects some sparse variants: sparse dynamic-range
-int8 and sparse full-int8 models fail with "failed to delegate FULLY_CONNECTED" under
-ai-edge-litert 2.3.0. ``run_with_fallback`` therefore runs a file under the default
-delegates first and, when they fail, with the builtin kernels
-(``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``); ``to_tflite`` records which one
-ran the file in ``ExportReport.delegate``. Load such files with
-``open_interpreter(path, delegate="builtin")``.
+``run_default`` runs a file exactly as a deployer would (``Interpreter(model_path=...)``
+with no other argument: LiteRT's default delegates, XNNPACK on CPU); ``to_tflite``
+writes only files that run this way. LiteRT's default XNNPACK delegate rejects some
+sparse variants (sparse dynamic-range int8 and sparse full-int8 models fail with
+"failed to delegate FULLY_CONNECTED" under ai-edge-litert 2.3.0), so for those
+``to_tflite`` writes the dense encoding (``tf_lottery.export.encoding``).
+``open_interpreter(path, delegate="builtin")`` runs a file with the builtin kernels
+instead (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), which
+``tf_lottery.export.flatbuffer`` uses to read densified weights back.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = [
     "DELEGATES",
     "open_interpreter",
     "predict",
-    "run_with_fallback",
+    "run_default",
     "litert_latency_ms",
     "median_ms",
     "check_positive_int",
@@ -123,39 +125,34 @@ def _first_line(err) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".strip()
 
 
-def run_with_fallback(model, x) -> tuple[np.ndarray, str, str | None]:
-    """Runs ``x`` (one batch) under the default delegates, or the builtin kernels if they fail.
+def run_default(model, x) -> tuple[np.ndarray | None, str | None]:
+    """Runs ``x`` (one batch) the way a deployer opens a file, and says whether it worked.
+
+    ``ai_edge_litert.interpreter.Interpreter(model_path=...)`` (``model_content=`` for
+    bytes) with no other argument, so LiteRT's default delegates (XNNPACK on CPU) and
+    threads; then ``allocate_tensors()``, ``set_tensor``, ``invoke()``, ``get_tensor``
+    (the input resized to ``x``'s batch).
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
         x: float32 array ``(N, *input_shape)``.
 
     Returns:
-        ``(outputs, delegate, error)``: float32 outputs ``(N, *output_shape)``, the
-        delegate that ran them (``"xnnpack"`` or ``"builtin"``) and the first line of
-        the default delegates' failure (``None`` when they ran it).
-
-    Raises:
-        RuntimeError: the model fails (or gives non-finite outputs) under both.
+        ``(outputs, None)`` with float32 outputs ``(N, *output_shape)`` when it runs
+        and gives finite outputs, else ``(None, first line of the error)``.
     """
+    lib = _interpreter_module()
+    source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {
+        "model_path": os.fspath(model)}
     try:
-        outputs = _run(open_interpreter(model, delegate="xnnpack"), x, len(x))
-        if not np.isfinite(outputs).all():
-            raise RuntimeError("non-finite outputs under the default delegates")
-        return outputs, "xnnpack", None
+        interpreter = lib.Interpreter(**source)
+        interpreter.allocate_tensors()
+        outputs = _run(interpreter, np.asarray(x, np.float32), len(x))
     except (RuntimeError, ValueError) as err:
-        reason = _first_line(err)
-    try:
-        outputs = _run(open_interpreter(model, delegate="builtin"), x, len(x))
-    except (RuntimeError, ValueError) as err:
-        raise RuntimeError(
-            f"The exported model fails under LiteRT's default delegates ({reason}) and "
-            f"under its builtin kernels ({_first_line(err)}); nothing was written."
-        ) from err
+        return None, _first_line(err)
     if not np.isfinite(outputs).all():
-        raise RuntimeError("The exported model gives NaN or infinite outputs under LiteRT; "
-                           "nothing was written.")
-    return outputs, "builtin", reason
+        return None, "RuntimeError: NaN or infinite outputs"
+    return outputs, None
 
 
 def median_ms(fn, runs: int) -> float:

@@ -70,7 +70,7 @@ class ExportReport:
             training (``to_tflite(..., qat_data=...)``).
         file_bytes, gzip_bytes: size of the file, raw and gzip-compressed (level 9).
         dense_file_bytes, dense_gzip_bytes: the same model and quantization converted
-            without ``EXPERIMENTAL_SPARSITY``.
+            without ``EXPERIMENTAL_SPARSITY`` (the dense encoding).
         keras_weights, keras_nonzero: prunable weights (kernels of Dense/Conv/...
             layers) of the exported Keras model and how many are nonzero.
         sparse_tensors: weight tensors stored in the sparse format.
@@ -85,17 +85,35 @@ class ExportReport:
         max_abs_diff: largest ``|LiteRT output - reference output|`` over the samples.
         reference: what LiteRT was compared with (the Keras model, or tfmot's
             quantization-aware tf_keras model for ``qat``).
-        delegate: ``"xnnpack"`` (LiteRT's default delegates ran the file) or
-            ``"builtin"`` (they failed; the builtin kernels ran it).
-        delegate_error: why the default delegates failed (``None`` if they did not).
+        delegate: ``"xnnpack"``: every file ``to_tflite`` writes runs under LiteRT's
+            default delegates (kept from reports of older versions, which could say
+            ``"builtin"``: a file only LiteRT's builtin kernels ran).
+        delegate_error: ``None`` (older reports: why the default delegates failed).
         litert_latency_ms, dense_litert_latency_ms: median latency of one LiteRT
             inference (batch 1, one thread, ``set_tensor`` + ``invoke`` +
-            ``get_tensor``) of this file and of the dense export.
+            ``get_tensor``, default delegates) of this file and of the dense encoding.
         keras_latency_ms: median latency of ``tf.function(model(x, training=False))``
             on the same example (batch 1, TensorFlow's default threads).
         latency_runs: timed runs behind each median.
         converter: how the model was converted.
         versions: TensorFlow, Keras and ai-edge-litert versions.
+        encoding: ``"sparse"`` (weights in TFLite's sparse format) or ``"dense"``: the
+            sparse encoding is written only when it runs under LiteRT's default
+            delegates and is smaller gzipped than the dense one
+            (``tf_lottery.export.encoding``).
+        encoding_reason: why that encoding was chosen, one sentence.
+        sparse_file_bytes, sparse_gzip_bytes: the sparse encoding's sizes (written or not).
+        sparse_delegate_error: first line of the sparse encoding's failure under the
+            default delegates (``None`` if it ran or was not tried).
+        keras_params: parameters of the exported Keras model (``count_params``, after
+            stripping and shrinking).
+        shrunk: the model was exported with ``shrink=True`` (pruned channels removed).
+        baseline: what the latency is compared with (``None``: nothing), e.g. the
+            unshrunk network of the same architecture.
+        baseline_params, baseline_file_bytes, baseline_gzip_bytes: its parameters and
+            dense-encoding file sizes (same quantization).
+        baseline_litert_latency_ms: its median LiteRT latency, measured like
+            ``litert_latency_ms``.
     """
 
     path: str
@@ -122,6 +140,18 @@ class ExportReport:
     latency_runs: int
     converter: str
     versions: dict
+    encoding: str = "sparse"
+    encoding_reason: str = ""
+    sparse_file_bytes: int | None = None
+    sparse_gzip_bytes: int | None = None
+    sparse_delegate_error: str | None = None
+    keras_params: int | None = None
+    shrunk: bool = False
+    baseline: str | None = None
+    baseline_params: int | None = None
+    baseline_file_bytes: int | None = None
+    baseline_gzip_bytes: int | None = None
+    baseline_litert_latency_ms: float | None = None
 
     @property
     def keras_sparsity(self) -> float:
@@ -134,13 +164,22 @@ class ExportReport:
         matched = [t for t in self.tensors if t.keras_weight is not None]
         return bool(matched) and all(t.pruned_still_zero for t in matched)
 
+    @property
+    def speedup(self) -> float | None:
+        """``baseline_litert_latency_ms / litert_latency_ms`` (> 1: this file is faster),
+        ``None`` without a baseline."""
+        if self.baseline_litert_latency_ms is None or not self.litert_latency_ms:
+            return None
+        return self.baseline_litert_latency_ms / self.litert_latency_ms
+
     def to_dict(self) -> dict:
-        """JSON-ready dict of every field, plus ``keras_sparsity`` and
-        ``pruned_zeros_preserved``."""
+        """JSON-ready dict of every field, plus ``keras_sparsity``,
+        ``pruned_zeros_preserved`` and ``speedup``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["tensors"] = [t.to_dict() for t in self.tensors]
         out["keras_sparsity"] = self.keras_sparsity
         out["pruned_zeros_preserved"] = self.pruned_zeros_preserved
+        out["speedup"] = self.speedup
         return out
 
     def __str__(self) -> str:
@@ -148,28 +187,37 @@ class ExportReport:
             return f"{n / 1024:,.1f} KiB"
 
         label = self.quantization + (" (prune-preserving QAT)" if self.qat else "")
-        ratio = self.file_bytes / self.dense_file_bytes if self.dense_file_bytes else float("nan")
+        sparse_size = "not converted" if self.sparse_file_bytes is None else (
+            f"{kib(self.sparse_file_bytes)} ({kib(self.sparse_gzip_bytes)} gzipped)")
+        params = "" if self.keras_params is None else f"{self.keras_params:,} parameters, "
         lines = [
-            f"TFLite export {self.path} [{label}]",
-            f"  file:        {kib(self.file_bytes)} ({kib(self.gzip_bytes)} gzipped); dense "
-            f"export {kib(self.dense_file_bytes)} ({kib(self.dense_gzip_bytes)} gzipped); "
-            f"sparse/dense {ratio:.2f}"
-            + (" (the sparse encoding is LARGER: too few zeros for its indices)"
-               if ratio > 1 else ""),
-            f"  weights:     {self.keras_nonzero:,} of {self.keras_weights:,} nonzero in Keras "
-            f"(sparsity {self.keras_sparsity:.4f}); int32-CSR size of the file's weights "
-            f"{kib(self.csr_bytes)}",
-            f"  encoding:    {self.sparse_tensors} of {len(self.tensors)} weight tensors stored "
+            f"TFLite export {self.path} [{label}]" + (" shrunk" if self.shrunk else ""),
+            f"  file:        {kib(self.file_bytes)} ({kib(self.gzip_bytes)} gzipped); sparse "
+            f"encoding {sparse_size}, dense {kib(self.dense_file_bytes)} "
+            f"({kib(self.dense_gzip_bytes)} gzipped)",
+            f"  encoding:    {self.encoding}: {self.encoding_reason}",
+            f"  weights:     {params}{self.keras_nonzero:,} of {self.keras_weights:,} prunable "
+            f"nonzero in Keras (sparsity {self.keras_sparsity:.4f}); int32-CSR size of the "
+            f"file's weights {kib(self.csr_bytes)}",
+            f"  stored:      {self.sparse_tensors} of {len(self.tensors)} weight tensors "
             f"sparse, {self.densify_ops} DENSIFY ops; pruned zeros preserved: "
             f"{'yes' if self.pruned_zeros_preserved else 'NO'}",
             f"  outputs:     max |LiteRT - {self.reference}| = {self.max_abs_diff:.3g} on "
             f"{self.samples} samples",
             f"  delegate:    {self.delegate}"
-            + (f" (default delegates failed: {self.delegate_error})" if self.delegate_error else ""),
-            f"  latency:     LiteRT {self.litert_latency_ms:.3f} ms (dense export "
+            + (f" (default delegates failed: {self.delegate_error})" if self.delegate_error
+               else " (LiteRT's default Interpreter(model_path=...) runs the file)"),
+            f"  latency:     LiteRT {self.litert_latency_ms:.3f} ms (dense encoding "
             f"{self.dense_litert_latency_ms:.3f} ms), Keras {self.keras_latency_ms:.3f} ms "
             f"(batch 1, median of {self.latency_runs})",
         ]
+        if self.baseline is not None:
+            speedup = "n/a" if self.speedup is None else f"{self.speedup:.2f}x"
+            lines.append(
+                f"  vs baseline: LiteRT ms: this file {self.litert_latency_ms:.3f} vs "
+                f"{self.baseline_litert_latency_ms:.3f} for {self.baseline} "
+                f"(speedup {speedup}); {self.baseline_params:,} parameters, "
+                f"{kib(self.baseline_file_bytes)} ({kib(self.baseline_gzip_bytes)} gzipped)")
         width = max([len(t.name) for t in self.tensors] + [6])
         width = min(width, 48)
         lines.append(f"  {'tensor':<{width}}  {'keras weight':<16} {'shape':<18} {'dtype':<8} "
