@@ -113,9 +113,9 @@ def _imports(tree):
             yield from (f"{node.module}.{alias.name}" for alias in node.names)
 
 
-# The program's entry (`python -m tf_lottery.main`); the other commands run as
-# `python -m tf_lottery.cli COMMAND`.
-ENTRY_POINTS = {"tf_lottery/main.py"}
+# The program's entries (`python -m tf_lottery.main`, `python -m tf_lottery.cluster`); the
+# other commands run as `python -m tf_lottery.cli COMMAND`.
+ENTRY_POINTS = {"tf_lottery/main.py", "tf_lottery/cluster.py"}
 
 
 def test_only_the_cli_package_reads_absl_flags_and_nothing_imports_it():
@@ -168,6 +168,8 @@ def test_every_public_name_imports():
     (["tf_lottery.cli", "report"], "Plots and tables"),
     (["tf_lottery.cli", "export"], "Exports a trained ticket"),
     (["tf_lottery.cli", "tune"], "--max_trials"),
+    (["tf_lottery.cluster"], "--workers"),
+    (["tf_lottery.cli", "cluster"], "--workers"),
     (["tf_lottery.cli"], "COMMAND"),
 ])
 def test_every_command_answers_help(command, usage):

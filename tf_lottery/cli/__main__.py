@@ -1,20 +1,21 @@
 """``python -m tf_lottery.cli COMMAND [flags]``: every command under one ``python -m``.
 
 ``COMMAND`` is ``experiment`` (also ``python -m tf_lottery.main``), ``analyze``,
-``report``, ``export`` or ``tune``; the rest of the command line goes to that command,
-exactly as to its console script (``tf-lottery``, ``tf-lottery-analyze``,
-``tf-lottery-report``, ``tf-lottery-export``, ``tf-lottery-tune``).
+``report``, ``export``, ``tune`` or ``cluster`` (also ``python -m tf_lottery.cluster``);
+the rest of the command line goes to that command, exactly as to its console script
+(``tf-lottery``, ``tf-lottery-analyze``, ``tf-lottery-report``, ``tf-lottery-export``,
+``tf-lottery-tune``, ``tf-lottery-cluster``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from tf_lottery.cli import analyze, experiment, export, report, tune
+from tf_lottery.cli import analyze, cluster, experiment, export, report, tune
 
 #: Command -> the module that runs it (``run(argv)``).
 COMMANDS = {"experiment": experiment, "analyze": analyze, "report": report,
-            "export": export, "tune": tune}
+            "export": export, "tune": tune, "cluster": cluster}
 USAGE = ("usage: python -m tf_lottery.cli COMMAND [flags]  (COMMAND: "
          + ", ".join(COMMANDS) + "; `python -m tf_lottery.cli COMMAND --help` lists its flags)")
 

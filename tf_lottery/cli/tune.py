@@ -20,6 +20,10 @@ USAGE = """A keras-tuner search over lottery experiments (short trials, scored a
         --tune=learning_rate,warmup --max_trials=10
 
 Writes best.flags, trials.md and trials.csv into --tune_dir; a rerun resumes the search.
+Distributed (keras-tuner's KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT on every process, a shared --tune_dir): the chief serves the oracle
+and writes the results, the workers run the trials; on one machine:
+python -m tf_lottery.cluster --workers=2 -- tune --flagfile=... --tune=...
 """
 
 FLAGS = ef.FLAGS
@@ -86,6 +90,13 @@ def main(argv) -> int:
             objective=FLAGS.tune_objective, hyperband_max_epochs=FLAGS.hyperband_max_epochs,
             runtime=runtime, strategy=strategy, overwrite=FLAGS.tune_overwrite,
         )
+    if result is None:  # a keras-tuner worker
+        import os
+
+        print(f"\nkeras-tuner worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trial left. "
+              "The chief (KERASTUNER_TUNER_ID=chief) writes best.flags, trials.md and "
+              "trials.csv once every trial has ended.")
+        return 0
     print(f"\n{result.table}\nBest trial {result.best_trial}: "
           + " ".join(f"--{k}={v}" for k, v in result.best_flags.items())
           + f" ({FLAGS.tune_objective}_accuracy {result.best_score:.4f})\n"
@@ -99,8 +110,9 @@ def run(argv=None) -> None:
     """Entry point of ``python -m tf_lottery.cli tune`` and the ``tf-lottery-tune`` script.
 
     Exits 0 after writing ``best.flags``, ``trials.md`` and ``trials.csv`` into
-    ``--tune_dir`` (default ``<run_root>/tune_<model>_<dataset>_<hash>``), and 2 after
-    one ``error: ...`` line on bad input (before any trial or directory).
+    ``--tune_dir`` (default ``<run_root>/tune_<model>_<dataset>_<hash>``) (a worker of a
+    distributed search: after its last trial; the chief writes them), and 2 after one
+    ``error: ...`` line on bad input (before any trial or directory).
     """
     import sys
 

@@ -3,7 +3,8 @@
 ``tune(hp, dataset, names=[...])`` runs the search (``tf_lottery.tune.search``); the
 search spaces and how a trial's values become an experiment are in
 ``tf_lottery.tune.space``. ``python -m tf_lottery.cli tune`` / ``tf-lottery-tune`` is the
-command (``tf_lottery.cli.tune``).
+command (``tf_lottery.cli.tune``); ``distributed_role`` tells a chief from a worker of
+keras-tuner's distributed mode.
 """
 
 from tf_lottery.tune.search import (
@@ -11,6 +12,7 @@ from tf_lottery.tune.search import (
     TUNERS,
     LotteryTuner,
     TuneResult,
+    distributed_role,
     search_name,
     tune,
 )
@@ -33,5 +35,6 @@ __all__ = [
     "trial_hparams",
     "trial_flags",
     "search_name",
+    "distributed_role",
     "tune",
 ]

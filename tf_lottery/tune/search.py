@@ -34,6 +34,17 @@ flags, a flagfile of the command line), ``trials.md`` and ``trials.csv``. Rerunn
 same search resumes it: keras-tuner reloads its project (``overwrite=False``), finished
 trials are kept, an interrupted trial reruns and its lottery run resumes from its last
 checkpoint.
+
+Distributed search (keras-tuner's own mode, ``python -m tf_lottery.cluster --workers=N
+-- tune ...`` on one machine): every process runs the same ``tune`` call with
+``KERASTUNER_TUNER_ID`` (``chief``, or one id per worker), ``KERASTUNER_ORACLE_IP`` and
+``KERASTUNER_ORACLE_PORT`` set, over a filesystem they share. The chief serves the
+oracle, runs no trial, and alone writes ``best.flags``, ``trials.md`` and
+``trials.csv`` once every trial has ended; each worker runs trials (their lottery runs
+and ``trial_info.json``) and returns None. A worker restarted with the same
+``KERASTUNER_TUNER_ID`` gets its unfinished trial back from the oracle, and the trial's
+lottery run resumes from its last checkpoint; a restarted chief hands unfinished trials
+out again.
 """
 
 from __future__ import annotations
@@ -58,7 +69,8 @@ from tf_lottery.tune.space import (
     write_flagfile,
 )
 
-__all__ = ["TUNERS", "OBJECTIVES", "TuneResult", "LotteryTuner", "search_name", "tune"]
+__all__ = ["TUNERS", "OBJECTIVES", "TuneResult", "LotteryTuner", "search_name",
+           "distributed_role", "tune"]
 
 #: keras-tuner oracles: Bayesian optimization (Gaussian process; needs scikit-learn,
 #: the ``keras-tuner[bayesian]`` extra), Hyperband, or random search.
@@ -184,6 +196,47 @@ def search_name(base: ExperimentHparams, names, tuner: str, target_sparsity: flo
         key.encode()).hexdigest()[:10]
 
 
+#: keras-tuner's variables of its distributed mode.
+DISTRIBUTED_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def distributed_role(environ=None) -> str | None:
+    """This process's part in a keras-tuner distributed search, from the environment.
+
+    keras-tuner's rule: a search is distributed when ``KERASTUNER_ORACLE_IP`` is set; a
+    ``KERASTUNER_TUNER_ID`` containing ``chief`` serves the oracle, any other id is a
+    worker that runs trials.
+
+    Args:
+        environ: a mapping of environment variables (default ``os.environ``).
+
+    Returns:
+        ``None`` (a search in one process), ``"chief"`` or ``"worker"``.
+
+    Raises:
+        ValueError: (``hparams.ArgumentError`` naming the variable) when
+            ``KERASTUNER_ORACLE_IP`` is set without ``KERASTUNER_TUNER_ID`` or
+            ``KERASTUNER_ORACLE_PORT``, or the port is not an integer in [1, 65535].
+    """
+    env = os.environ if environ is None else environ
+    if "KERASTUNER_ORACLE_IP" not in env:
+        return None
+    for name in DISTRIBUTED_VARIABLES:
+        if not env.get(name):
+            raise ArgumentError(
+                name, env.get(name),
+                f"KERASTUNER_ORACLE_IP is set ({env['KERASTUNER_ORACLE_IP']!r}) but {name} is "
+                f"{'empty' if name in env else 'not'}: a distributed search needs "
+                f"{', '.join(DISTRIBUTED_VARIABLES)} on every process (KERASTUNER_TUNER_ID=chief "
+                "on the oracle's), or none of them for a search in one process.")
+    port = env["KERASTUNER_ORACLE_PORT"]
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ArgumentError("KERASTUNER_ORACLE_PORT", port,
+                            "KERASTUNER_ORACLE_PORT must be a TCP port number in [1, 65535]; "
+                            f"received {port!r}.")
+    return "chief" if "chief" in env["KERASTUNER_TUNER_ID"] else "worker"
+
+
 def _positive_int(argument: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ArgumentError(argument, value,
@@ -221,6 +274,7 @@ def _check_search(names, tuner, objective, max_trials, hyperband_max_epochs, dat
     if tune_dir is not None and os.path.exists(tune_dir) and not os.path.isdir(tune_dir):
         raise ArgumentError("tune_dir", tune_dir, "`tune_dir` must be a directory (or not "
                             f"exist yet); received {tune_dir!r}, a file.")
+    distributed_role()
 
 
 def _oracle(tuner, space, metric, max_trials, hyperband_max_epochs, seed):
@@ -253,7 +307,7 @@ def tune(
     runtime=None,
     strategy=None,
     overwrite: bool = False,
-) -> TuneResult:
+) -> TuneResult | None:
     """Searches the hyperparameters ``names`` with keras-tuner; each trial is a lottery
     experiment (``tf_lottery.experiment.run_experiment``).
 
@@ -280,10 +334,12 @@ def tune(
             ``"test"``: the ticket's accuracy at its early-stopping iteration.
         hyperband_max_epochs: Hyperband's ``max_epochs``: the full budget in units, >= 1.
         runtime, strategy: as for ``run_experiment``.
-        overwrite: start the search afresh instead of resuming it.
+        overwrite: start the search afresh instead of resuming it (in a distributed
+            search, the chief does it; workers never remove the shared project).
 
     Returns:
-        A ``TuneResult``.
+        A ``TuneResult``; None on a worker of a distributed search (see the module
+        docstring and ``distributed_role``): the chief writes the results.
 
     Raises:
         ValueError: (``hparams.ArgumentError``, whose ``argument`` names the argument)
@@ -291,8 +347,10 @@ def tune(
             an unknown ``tuner`` or ``objective`` (or ``"bayesian"`` without
             scikit-learn), ``max_trials < 1``, a ``target_sparsity`` outside (0, 1) or
             unreachable, ``objective="val"`` with an empty validation split, a
-            ``tune_dir`` that is a file, or an inconsistent trial (e.g. a rewind past
-            the budget).
+            ``tune_dir`` that is a file, an inconsistent trial (e.g. a rewind past
+            the budget), or keras-tuner's distributed variables half set; on a worker,
+            when the chief's search is not the worker's (other arguments, or no shared
+            filesystem), before any trial.
         RuntimeError: if no trial finished (keras-tuner stops after 3 failed trials in a
             row; the trial's error is in ``<project>/trial_<id>/trial.json``).
     """
@@ -313,14 +371,32 @@ def tune(
     project = search_name(base, names, tuner, target_sparsity, objective,
                           hyperband_max_epochs)
     where = paths.TuneDir(tune_dir) if tune_dir else paths.TuneDir.of(run_root, project)
+    role = distributed_role()
+    if role == "worker" and overwrite:
+        logging.info("keras-tuner worker: `overwrite` is left to the chief")
+    created, parent = [], os.path.abspath(where.path)  # what makedirs creates, deepest first
+    while not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
     os.makedirs(where.path, exist_ok=True)
     search = LotteryTuner(
         oracle, base=base, dataset=dataset, target_sparsity=target_sparsity,
         runs_dir=where.runs, seed=base.seed, runtime=runtime, strategy=strategy,
         hyperband_max_epochs=hyperband_max_epochs if tuner == "hyperband" else None,
-        directory=where.path, project_name=project, overwrite=overwrite,
+        directory=where.path, project_name=project,
+        overwrite=overwrite and role != "worker",
     )
+    if role == "worker":
+        _check_chief(search, created)
     search.search()
+    if role == "chief":
+        # keras-tuner's chief saved its oracle before the last trials left its list of
+        # ongoing trials; saved now, a rerun does not retry them.
+        search.save()
+    if role == "worker":
+        logging.info("keras-tuner worker %s: no trial left; the chief writes %s, %s and %s",
+                     search.tuner_id, where.best_flags, where.trials_md, where.trials_csv)
+        return None
 
     trials = _trial_rows(search, names)
     best = [t for t in search.oracle.get_best_trials(1)
@@ -344,6 +420,26 @@ def tune(
     return TuneResult(best_flags=best_flags, best_score=float(best.score),
                       best_trial=best.trial_id, flagfile=where.best_flags, table=table,
                       trials=trials, project_dir=search.project_dir, tune_dir=where.path)
+
+
+def _check_chief(search: LotteryTuner, created) -> None:
+    """On a worker: waits for the chief's oracle, then checks that the chief saved its
+    oracle in this worker's project directory (the same search on a shared filesystem);
+    if not, removes the empty directories the worker created (``created``) and raises."""
+    search.oracle.get_space()  # waits until the chief serves (keras-tuner's timeout)
+    saved = os.path.join(search.project_dir, "oracle.json")  # keras-tuner's file name
+    if not os.path.exists(saved):
+        for path in [search.project_dir, *created]:
+            try:
+                os.rmdir(path)  # only if empty
+            except OSError:
+                pass
+        raise ArgumentError(
+            "KERASTUNER_ORACLE_IP", os.environ.get("KERASTUNER_ORACLE_IP"),
+            f"the chief at {os.environ.get('KERASTUNER_ORACLE_IP')}:"
+            f"{os.environ.get('KERASTUNER_ORACLE_PORT')} serves another search than this "
+            f"worker's: no {saved} (its oracle). Run every process of the search with the "
+            "same arguments (flags) and a `tune_dir` on a filesystem they share.")
 
 
 def _extremes(space, name):
