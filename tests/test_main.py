@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import time
 
@@ -123,3 +124,28 @@ def test_analyses_run_as_part_of_the_experiment(tmp_path):
         attacked = json.load(f)["entries"]
     assert {e["key"]["level"] for e in attacked} == {0, 1}  # every level's lottery branch
     assert "adversarial:" in run.stdout
+
+
+def test_progress_is_one_line_per_branch_when_not_a_terminal_and_verbosity_quiets_it(tmp_path):
+    args = ["--dataset=synthetic", "--batch_size=32", "--training_steps=200it",
+            "--eval_every=50it", "--levels=1", "--rewind=50it", "--controls=reinit",
+            "--seed=7"]
+    done = cli(*args, f"--run_root={tmp_path / 'a'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    bars = [line for line in lines if re.match(r"^\d+/\d+ - ", line)]
+    # Keras's Progbar, not on a terminal: one line per branch when it ends, with
+    # iterations done / total, the rate and the latest validation and test accuracy.
+    assert len(bars) == 3, done.stdout
+    for title, bar, total in zip(("level 0 lottery", "level 1 ", "level 1 "), bars,
+                                 (200, 150, 150)):
+        assert lines[lines.index(bar) - 1].startswith(title)
+        assert bar.startswith(f"{total}/{total} - ")
+        assert re.search(r"it/s: \d+(\.\d+)? - val_accuracy: \d\.\d{4} - "
+                         r"test_accuracy: \d\.\d{4}$", bar), bar
+    # TensorFlow's C++ start-up lines are off by default.
+    assert "oneDNN" not in done.stderr and "absl::InitializeLog" not in done.stderr
+    quiet = cli(*args, "--verbosity=-1", f"--run_root={tmp_path / 'b'}")
+    assert quiet.returncode == 0
+    assert not [line for line in quiet.stdout.splitlines() if re.match(r"^\d+/\d+ - ", line)]
+    assert "| 1 | reinit |" in quiet.stdout  # the results table still prints

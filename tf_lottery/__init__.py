@@ -10,6 +10,9 @@ if _backend != "tensorflow":
         "keras or tf_lottery."
     )
 
+from tf_lottery.tf_startup import import_quietly  # noqa: E402
+
+import_quietly()  # TensorFlow's C++ start-up lines are off (TF_CPP_MIN_LOG_LEVEL=0: on)
 from tf_lottery import layers  # noqa: E402  (registers the masked layers with Keras)
 from tf_lottery.layers import MaskedLayer, MaskedWrapper, is_masked  # noqa: E402
 from tf_lottery.masking import (  # noqa: E402
@@ -37,6 +40,8 @@ from tf_lottery.pruning import (  # noqa: E402
     prune,
     random_masks_like,
 )
+from tf_lottery.structure import StructureWarning, channel_masks  # noqa: E402
+from tf_lottery.shrink import ChannelsKeptWarning  # noqa: E402
 from tf_lottery.unmasked import UnmaskedWeightsWarning  # noqa: E402
 
 __version__ = "0.1.0"
@@ -47,12 +52,15 @@ __all__ = [
     "DATA_CRITERIA",
     "SCOPES",
     "SCORED_CRITERIA",
+    "ChannelsKeptWarning",
     "LayerSparsity",
     "MaskedLayer",
     "MaskedWrapper",
     "SparsityReport",
+    "StructureWarning",
     "UnmaskedWeightsWarning",
     "callbacks",
+    "channel_masks",
     "get_masks",
     "get_prunable_weights",
     "is_masked",

@@ -18,13 +18,14 @@ which the training engine calls, since the engine owns the schedule it rewinds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 
 import keras
 
 from tf_lottery import data as data_lib
-from tf_lottery import files, models, paths
+from tf_lottery import files, models, multi_worker, paths, run_lock
 from tf_lottery.hparams import ExperimentHparams, ModelHparams, derive_seed
 
 __all__ = [
@@ -129,15 +130,24 @@ def replicate_seed(hp: ExperimentHparams, replicate: int) -> int:
 
 def check(hp: ExperimentHparams, dataset) -> None:
     """Checks what can only be checked with the data in hand, before any directory exists:
-    lengths against the epoch (a rewind point, warmup or drop past the budget) and the
-    model's options (by building it once).
+    lengths against the epoch (a rewind point, warmup or drop past the budget), the
+    model's options (by building it once) and, for a channel or N:M ``structure``, what
+    pruning makes of the model (one prune of the built model).
 
     Raises:
         ValueError: naming the hyperparameter at fault.
     """
     spe = hp.training.steps_per_epoch(len(dataset.y_train))
     hp.training.check_against(spe, hp.pruning.rewind)
-    build_model(hp.model, dataset.input_shape, dataset.num_classes)
+    model = build_model(hp.model, dataset.input_shape, dataset.num_classes)
+    if hp.pruning.structure != "unstructured" and hp.pruning.criterion in ("magnitude",
+                                                                           "random"):
+        # What a structure makes of this model (tied channels, layers it leaves as they
+        # are) is known only with the model: one dry prune, so its errors and warnings
+        # come now rather than after level 0 has trained.
+        from tf_lottery import masking, pruning
+
+        pruning.level_masks(masking.wrap(model), 1, hp.pruning, seed=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +175,14 @@ def run_experiment(hp: ExperimentHparams, run_root: str | os.PathLike, *,
 
     Writes ``<run_root>/<name>_<hash>/hparams.json`` (and ``flags.txt`` when
     ``flags_text`` is given), then ``ticket.fit`` into ``replicate_<replicate>/``. A rerun
-    skips finished branches and resumes the one in progress.
+    skips finished branches and resumes the one in progress. While it trains, the process
+    holds the replicate's lock file (``tf_lottery.run_lock``): a second process started on
+    the same replicate raises ``ReplicateLocked`` before writing anything.
+
+    Under ``MultiWorkerMirroredStrategy`` (``tf_lottery.multi_worker``) every worker calls
+    this with the same arguments; the workers first check that they agree on the
+    experiment, the chief alone writes the run directory and holds the lock, and the
+    other workers train in private copies that they remove at the end.
 
     Args:
         hp: the experiment.
@@ -182,21 +199,55 @@ def run_experiment(hp: ExperimentHparams, run_root: str | os.PathLike, *,
 
     Raises:
         ValueError: before any directory is created, for a bad ``replicate``, data that
-            cannot be loaded, or lengths and model options that do not fit the data.
+            cannot be loaded, or lengths and model options that do not fit the data;
+            under multi-worker, for workers started with different experiments.
+        tf_lottery.run_lock.ReplicateLocked: another live process trains this replicate.
     """
-    from tf_lottery import ticket
+    import tensorflow as tf
 
     where = Experiment.at(hp, run_root, replicate)
     if dataset is None:
         dataset = load_dataset(hp.dataset, data_dir=data_dir)
     check(hp, dataset)
-    os.makedirs(where.replicate.path, exist_ok=True)
-    files.atomic_write_json(where.run.hparams, hp.to_dict())
-    if flags_text is not None:
-        files.atomic_write_text(where.run.flags, flags_text)
+    strategy = strategy or tf.distribute.get_strategy()
+    if not multi_worker.is_chief(strategy):
+        return _run_as_worker(hp, where, replicate, dataset, runtime, strategy)
+    with run_lock.replicate_lock(where.replicate.lock):
+        multi_worker.check_agreement(strategy, _description(hp, replicate, runtime))
+        files.atomic_write_json(where.run.hparams, hp.to_dict())
+        if flags_text is not None:
+            files.atomic_write_text(where.run.flags, flags_text)
+        return _fit(hp, where.replicate.path, replicate, dataset, runtime, strategy)
+
+
+def _fit(hp, replicate_dir, replicate, dataset, runtime, strategy):
+    from tf_lottery import ticket
+
     return ticket.fit(
-        model_fn(hp.model, dataset, cache_dir=where.replicate.path), dataset,
-        training=hp.training, pruning_hparams=hp.pruning, run_dir=where.replicate.path,
+        model_fn(hp.model, dataset, cache_dir=replicate_dir), dataset,
+        training=hp.training, pruning_hparams=hp.pruning, run_dir=replicate_dir,
         seed=replicate_seed(hp, replicate), strategy=strategy, runtime=runtime,
         augment=hp.dataset.augment,
     )
+
+
+def _description(hp: ExperimentHparams, replicate: int, runtime) -> str:
+    """What every worker of a multi-worker run must share: hyperparameters, replicate
+    and the runtime options that decide when collectives run."""
+    options = dataclasses.asdict(runtime) if runtime is not None else {}
+    options.pop("progress", None)  # display only
+    return json.dumps({"hparams": hp.to_dict(), "replicate": replicate,
+                       "runtime": options}, sort_keys=True, default=str)
+
+
+def _run_as_worker(hp, where: Experiment, replicate, dataset, runtime, strategy):
+    """A non-chief worker of a multi-worker run: the same training, in a private copy of
+    the replicate taken before the first collective (``paths.RunDir.worker_copy``), so
+    it resumes exactly where the chief does; the copy is removed at the end."""
+    index = multi_worker.worker_index(strategy)
+    copy = where.run.worker_copy(replicate, index)
+    try:
+        multi_worker.check_agreement(strategy, _description(hp, replicate, runtime))
+        return _fit(hp, copy.replicate(replicate).path, replicate, dataset, runtime, strategy)
+    finally:
+        where.run.remove_worker_copy(index)

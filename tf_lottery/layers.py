@@ -2,6 +2,7 @@
 
 A masked layer keeps its dense, trainable weight (``kernel``, ``embeddings``, ...) and,
 next to it, a non-trainable ``uint8`` variable of the same shape holding the mask
+(``int32`` under multi-worker and TPU strategies, see ``tf_lottery.mask_dtype``)
 (``kernel_mask``, ...; values 0 and 1). Inside the layer's ``call`` the weight reads as
 ``weight * cast(mask)`` in the compute dtype, so:
 
@@ -39,6 +40,7 @@ import threading
 import keras
 from keras import ops
 
+from tf_lottery.mask_dtype import mask_dtype
 from tf_lottery.masked_wrapper import MaskedWrapper
 
 __all__ = [
@@ -76,7 +78,8 @@ class MaskedLayer:
 
     Class attribute ``prunable_weights`` names the weights this layer masks; for each
     name ``w`` the layer owns a non-trainable variable ``w_mask`` of ``w``'s shape, with
-    values in ``{0, 1}`` and dtype ``uint8``, created in ``build`` as all ones. Assigning
+    values in ``{0, 1}`` and dtype ``uint8`` (``int32`` under multi-worker and TPU
+    strategies: ``tf_lottery.mask_dtype``), created in ``build`` as all ones. Assigning
     a float 0/1 array to it (``layer.kernel_mask.assign(m)``) casts it.
     """
 
@@ -94,7 +97,7 @@ class MaskedLayer:
                     shape=tuple(weight.shape),
                     initializer="ones",
                     trainable=False,
-                    dtype="uint8",
+                    dtype=mask_dtype(),
                 ),
             )
 

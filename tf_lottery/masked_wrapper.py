@@ -4,7 +4,7 @@
 ...). Every other layer with weight matrices (``MultiHeadAttention``, ``LSTM``/``GRU``/
 ``SimpleRNN``, ``Bidirectional``, ``TimeDistributed``, a custom layer holding sublayers
 or its own 2-D variables) is masked by wrapping it: ``MaskedWrapper(layer)`` owns one
-``uint8`` mask variable per prunable weight of ``layer`` and runs ``layer`` inside a
+``uint8`` mask variable (see ``tf_lottery.mask_dtype``) per prunable weight of ``layer`` and runs ``layer`` inside a
 ``keras.StatelessScope`` in which each prunable variable reads as ``weight * mask``.
 As with the masked twins, the network computes ``f(x; m * theta)`` (Frankle & Carbin,
 "The Lottery Ticket Hypothesis", ICLR 2019), the gradient reaching a pruned entry is
@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+
+from tf_lottery.mask_dtype import mask_dtype
 
 __all__ = ["MaskedWrapper", "prunable_variables"]
 
@@ -217,7 +219,7 @@ class MaskedWrapper(keras.layers.Wrapper):
                 shape=tuple(variable.shape),
                 initializer="ones",
                 trainable=False,
-                dtype="uint8",
+                dtype=mask_dtype(),
             ))
 
     def build(self, input_shape=None):

@@ -5,8 +5,10 @@ out as::
 
     <run_root>/<model>_<dataset>_<hash>/         RunDir
         hparams.json  flags.txt
+        .worker_<i>/                             a non-chief worker's private copy
         replicate_<r>/                           ReplicateDir
             init.weights.h5  rewind.weights.h5  results.json  gradinit_<seed>.json
+            lock.json                            while a process trains it
             tfmot_baseline.json  tfmot_baseline_<label>.json
             level_<k>/<branch>/                  BranchDir (branch: lottery, reinit, random_prune)
             level_<k>/reinit_<d>/                BranchDir of reinit draw d >= 1 (reinit_draws)
@@ -47,6 +49,7 @@ __all__ = [
 ANALYSES = ("instability", "noise", "transfer", "one_shot", "adversarial")
 HPARAMS = "hparams.json"
 FLAGS = "flags.txt"
+LOCK = "lock.json"
 _REPLICATE = re.compile(r"^replicate_(\d+)$")
 _LEVEL = re.compile(r"^level_(\d+)$")
 _ONE_SHOT = re.compile(r"^sparsity_([0-9.]+)$")
@@ -208,6 +211,11 @@ class ReplicateDir:
         return self.weights("rewind")
 
     @property
+    def lock(self) -> str:
+        """``lock.json``: who is training this replicate (``tf_lottery.run_lock``)."""
+        return os.path.join(self.path, LOCK)
+
+    @property
     def results(self) -> str:
         """``results.json``: every finished level's summaries (``LotteryResult``)."""
         return os.path.join(self.path, "results.json")
@@ -339,6 +347,52 @@ class RunDir:
 
     def is_run(self) -> bool:
         return os.path.exists(self.hparams)
+
+    def worker_dir(self, worker: int) -> str:
+        """``.worker_<worker>/``: where non-chief worker ``worker`` of a multi-worker run
+        keeps its private copy of the run (``worker_copy``)."""
+        return os.path.join(self.path, f".worker_{int(worker)}")
+
+    def worker_copy(self, replicate: int, worker: int) -> RunDir:
+        """A private copy of replicate ``replicate`` for non-chief worker ``worker``.
+
+        Under multi-worker training only the chief writes the run directory; every other
+        worker runs the same program in ``.worker_<worker>/<run name>/`` and removes it
+        at the end (``remove_worker_copy``), as Keras's multi-worker checkpointing
+        writes non-chief checkpoints to temporary directories. The copy holds what the
+        chief had written (hard links, or copies where links fail), so a resumed run
+        makes the same decisions on every worker; links are safe because every file is
+        replaced atomically, never rewritten in place. The lock file is not copied.
+
+        Returns:
+            The copy's ``RunDir``.
+        """
+        import shutil
+
+        root = self.worker_dir(worker)
+        shutil.rmtree(root, ignore_errors=True)
+        copy = RunDir(os.path.join(root, self.name))
+        source = self.replicate(replicate).path
+        target = copy.replicate(replicate).path
+
+        def link_or_copy(src, dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        if os.path.isdir(source):
+            shutil.copytree(source, target, copy_function=link_or_copy,
+                            ignore=shutil.ignore_patterns(LOCK, ".tmp-*"))
+        else:
+            os.makedirs(target)
+        return copy
+
+    def remove_worker_copy(self, worker: int) -> None:
+        """Removes worker ``worker``'s copy (``worker_copy``), if any."""
+        import shutil
+
+        shutil.rmtree(self.worker_dir(worker), ignore_errors=True)
 
 
 def resolve_replicate(run_dir, replicate: int | None = None) -> tuple[RunDir, ReplicateDir]:

@@ -39,6 +39,9 @@ class Runtime:
             instead of ``model.evaluate`` (same batches, same values; 1.4x faster).
             Used under the default strategy; ignored under any ``tf.distribute``
             strategy.
+        progress: show a progress bar per branch of an experiment
+            (``tf_lottery.progress``: iterations, iterations per second, time left, the
+            latest validation and test accuracy); on the chief only under multi-worker.
     """
 
     jit_compile: bool = True
@@ -49,6 +52,7 @@ class Runtime:
     deterministic: bool = False
     fast_loop: bool = True
     checkpoint_minutes: float | None = 5.0
+    progress: bool = True
 
     def __post_init__(self):
         if isinstance(self.steps_per_execution, bool) or not (
@@ -68,6 +72,8 @@ class Runtime:
                 or not self.checkpoint_minutes > 0):
             raise ValueError("`checkpoint_minutes` must be a number of minutes > 0, or None; "
                              f"received {self.checkpoint_minutes!r}.")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"`progress` must be True or False; received {self.progress!r}.")
         if self.checkpoint_every is not None:
             object.__setattr__(self, "checkpoint_every",
                                Steps.parse(self.checkpoint_every, "checkpoint_every"))

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_lottery import branch_checkpoint, files, masking, paths
+from tf_lottery import branch_checkpoint, compiled_loops, files, masking, multi_worker, paths
 from tf_lottery.accumulated_scores import ScoreAccumulator
 from tf_lottery.criteria import SCORED_CRITERIA
 from tf_lottery.early_bird import EarlyBird
@@ -32,6 +32,7 @@ from tf_lottery.hparams import TrainingHparams, derive_seed
 from tf_lottery.layers import is_masked
 from tf_lottery.optimizers import StepSchedule, build_optimizer
 from tf_lottery.preemption import STOP, Preempted, stop_on_sigterm
+from tf_lottery.progress import BranchProgress
 from tf_lottery.runtime import Runtime
 from tf_lottery.summary import branch_summary, chance_accuracy
 
@@ -68,6 +69,16 @@ def _jit_compile(runtime: Runtime, strategy) -> bool:
     return runtime.jit_compile
 
 
+def _shard_by_data(ds):
+    """``ds`` (elements: global batches) with ``AutoShardPolicy.DATA``: under several
+    workers each global batch is split, every worker computing on its slice of every
+    batch (no input files to shard; TensorFlow would otherwise try files first and warn)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)
+
+
 class _Engine:
     """One compiled masked model and the loops that train and evaluate it."""
 
@@ -98,9 +109,10 @@ class _Engine:
         # S need not divide E, T or k: train_branch gives a chunk that S does not divide
         # a batch stream ending at its boundary, where the compiled loop stops early.
         self.S = min(runtime.steps_per_execution, self.T)
+        self.multi_worker = multi_worker.is_multi_worker(strategy)
         if self.S > 1 and strategy.num_replicas_in_sync > 1 and not isinstance(
             strategy, tf.distribute.TPUStrategy
-        ):
+        ) and not self.multi_worker:
             # Keras 3.15's multi-step loop under MirroredStrategy fails at run time
             # ("You must feed a value for placeholder tensor 'while/.../Placeholder'").
             logging.warning(
@@ -137,8 +149,13 @@ class _Engine:
         self._make_data()
         if self.fast_loop:
             self._make_loops()
+        elif self.multi_worker:
+            if runtime.jit_compile:
+                logging.info("jit_compile: multi-worker steps run without XLA.")
+            self._make_multi_worker_functions()
         else:
             self.model.make_train_function()
+            self.model.make_test_function()
 
     def _build(self, seed: int):
         model = self.model_fn(seed)
@@ -177,10 +194,13 @@ class _Engine:
         def eval_ds(x, y):
             if len(y) == 0:
                 return None
-            return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(bs).cache()
+            return _shard_by_data(
+                tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(bs).cache())
 
         self.val_ds = eval_ds(data.x_val, data.y_val)
         self.test_ds = eval_ds(data.x_test, data.y_test)
+        self._eval_batches = {"val": math.ceil(len(data.y_val) / bs),
+                              "test": math.ceil(len(data.y_test) / bs)}
 
     def _order(self, seed: int) -> np.ndarray:
         """The example-index stream: concatenated permutations, ``(T + 1) * B`` int32."""
@@ -219,58 +239,18 @@ class _Engine:
         ds = tf.data.Dataset.range(start, end).map(
             self.batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         ).prefetch(4)
-        return iter(self.strategy.experimental_distribute_dataset(ds))
+        return iter(self.strategy.experimental_distribute_dataset(_shard_by_data(ds)))
 
     def _make_loops(self):
-        """Makes the compiled loops of the fast path.
+        """The compiled loops of the fast path (``compiled_loops.fast_loops``)."""
+        self._train_loop, self._eval_loop, self._eval_last = compiled_loops.fast_loops(self)
 
-        ``_train_loop(start, count)`` trains iterations ``[start, start + count)`` in one
-        call of a compiled function (XLA with ``jit_compile``) and returns the logs;
-        ``_eval_loop(first, count)`` and ``_eval_last(first, size)`` run ``test_step``
-        on ``count`` full evaluation batches and on the last, smaller one.
-
-        The body is Keras's own ``model.train_step`` on ``batch(step)``, so a call does
-        exactly what ``count`` calls of Keras's train function do, without the per-step
-        return to the ``tf.data`` iterator. ``start`` and ``count`` are int64/int32
-        scalar tensors: one trace and one compilation serve every call.
-        """
-        model = self.model
-        # Keras builds its compiled metrics at their first update; do it here, eagerly,
-        # since variables cannot be created inside the loop.
-        x, y = self.data.x_train[:1], self.data.y_train[:1].astype(np.int32)
-        model.compute_metrics(x, y, model(x, training=False))
-        model.reset_metrics()
-
-        @tf.function(jit_compile=model.jit_compile, reduce_retracing=True)
-        def loop(start, count):
-            def body(i):
-                model.train_step(self.batch(start + tf.cast(i, tf.int64)))
-                return (i + 1,)
-
-            tf.while_loop(lambda i: i < count, body, (tf.constant(0, tf.int32),))
-            return model.get_metrics_result()
-
-        bs = self.runtime.eval_batch_size
-
-        def eval_batch(first, size):
-            idx = first + tf.range(size, dtype=tf.int64)
-            return tf.gather(self.x_eval, idx), tf.gather(self.y_eval, idx)
-
-        @tf.function(jit_compile=model.jit_compile, reduce_retracing=True)
-        def eval_loop(first, count):
-            def body(i):
-                model.test_step(eval_batch(first + i * bs, bs))
-                return (i + 1,)
-
-            tf.while_loop(lambda i: i < count, body, (tf.constant(0, tf.int64),))
-            return model.get_metrics_result()
-
-        @tf.function(jit_compile=model.jit_compile)
-        def eval_last(first, size):  # the last, smaller batch; `size` is a Python int
-            model.test_step(eval_batch(first, size))
-            return model.get_metrics_result()
-
-        self._train_loop, self._eval_loop, self._eval_last = loop, eval_loop, eval_last
+    def _make_multi_worker_functions(self):
+        """Keras's train and test functions, remade for multi-worker training
+        (``compiled_loops.multi_worker_functions``)."""
+        train, self.model.test_function = compiled_loops.multi_worker_functions(
+            self.model, self.strategy)
+        self._train_chunk = train
 
     # ----------------------------------------------------------------- state
     def reset_optimizer(self):
@@ -290,12 +270,25 @@ class _Engine:
     def evaluate(self) -> dict:
         if self.fast_loop:
             return self._evaluate_in_place()
+        # Keras's test function over the split's distributed batches, then the metrics
+        # read in cross-replica context: Keras metric variables sum on read, so every
+        # worker gets the same global means. (``model.evaluate`` itself fails under
+        # MultiWorkerMirroredStrategy in Keras 3.15: its symbolic build reduces a tuple
+        # of per-replica batches.)
+        model = self.model
         row = {}
         for split, ds in (("val", self.val_ds), ("test", self.test_ds)):
             if ds is None:
                 row[f"{split}_loss"] = row[f"{split}_accuracy"] = float("nan")
                 continue
-            logs = self.model.evaluate(ds, verbose=0, return_dict=True)
+            batches, calls = self._eval_batches[split], 0
+            per_call = 1 if self.multi_worker else model.steps_per_execution
+            model.reset_metrics()
+            iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+            while calls * per_call < batches:
+                model.test_function(iterator)
+                calls += 1
+            logs = model.get_metrics_result()
             row[f"{split}_loss"] = float(logs["loss"])
             row[f"{split}_accuracy"] = float(logs["accuracy"])
         return row
@@ -370,6 +363,10 @@ class _Engine:
                          out_dir)
         self.set_schedule(offset, frozen)
         callbacks = self._callbacks(out_dir)
+        progress = BranchProgress(
+            f"level {level} {branch}", start, end, resumed_at=step,
+            enabled=(self.runtime.progress and out_dir is not None
+                     and multi_worker.is_chief(self.strategy)))
         if not rows:
             t0 = time.perf_counter()
             rows.append({"iteration": start, "train_loss": float("nan"),
@@ -399,14 +396,18 @@ class _Engine:
 
         def stop_or_checkpoint(at: int, partial: bool):
             """At a chunk or period boundary: a checkpoint when SIGTERM came (then
-            ``Preempted``) or when ``checkpoint_minutes`` have passed since the last one."""
-            if out_dir is None or at >= end:
+            ``Preempted``) or when ``checkpoint_minutes`` have passed since the last one.
+            Under multi-worker, at evaluations only, when any worker has either reason
+            (every worker then checkpoints at the same iteration)."""
+            if out_dir is None or at >= end or (self.multi_worker and partial):
                 return
-            if STOP.requested:
+            due = (self.checkpoint_seconds is not None
+                   and time.monotonic() - last_checkpoint_time >= self.checkpoint_seconds)
+            stop, due = multi_worker.any_worker(self.strategy, [STOP.requested, due])
+            if stop:
                 checkpoint(at, partial)
                 raise Preempted(level, branch, at, out_dir)
-            if (self.checkpoint_seconds is not None
-                    and time.monotonic() - last_checkpoint_time >= self.checkpoint_seconds):
+            if due:
                 checkpoint(at, partial)
 
         stop_or_checkpoint(step, mid_period)
@@ -432,6 +433,8 @@ class _Engine:
                 if self.fast_loop:
                     logs = self._train_loop(
                         tf.constant(step, tf.int64), tf.constant(count, tf.int32))
+                elif self.multi_worker:
+                    logs = self._train_chunk(stream, tf.constant(count, tf.int32))
                 else:
                     logs = model.train_function(stream)
                 step += count
@@ -441,6 +444,7 @@ class _Engine:
                 if not math.isfinite(float(logs["loss"])):
                     diverged = step
                     break
+                progress.update(step)
                 if step < boundary:
                     train_seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
@@ -455,6 +459,7 @@ class _Engine:
                        "train_accuracy": train["accuracy"], **self.evaluate()}
                 eval_seconds += time.perf_counter() - t0
                 rows.append(row)
+                progress.update(step, row)
                 callbacks.on_epoch_end(step, {k: v for k, v in row.items() if k != "iteration"})
                 if diverged is None and early_bird is not None and step < end:
                     if early_bird.observe():
@@ -469,6 +474,7 @@ class _Engine:
                         checkpoint(step, partial=False)
                     stop_or_checkpoint(step, partial=False)
         callbacks.on_train_end()
+        progress.update(step, rows[-1], final=True)
         summary = branch_summary(
             rows, masking.sparsity_report(model), level=level, branch=branch, start=start,
             end=end, train_seconds=train_seconds, eval_seconds=eval_seconds,

@@ -45,13 +45,13 @@ def main(argv) -> int:
     """Runs the experiment the flags describe; returns the process exit code."""
     del argv
     import keras
+    import tensorflow as tf
 
     from tf_lottery import experiment
 
     ef.split_cpu()
     hp = ef.hparams()
     runtime = ef.runtime()
-    dataset = ef.load_data(hp)
     if FLAGS.replicate < 0:
         raise UsageError(f"--replicate must be >= 0; received {FLAGS.replicate}.")
     bad = [name for name in FLAGS.analyses if name not in IN_RUN_ANALYSES]
@@ -59,25 +59,48 @@ def main(argv) -> int:
         raise UsageError(f"--analyses must list analyses among {','.join(IN_RUN_ANALYSES)}; "
                          f"received {','.join(FLAGS.analyses)!r} (transfer: use "
                          "tf-lottery-analyze).")
-    strategy = ef.strategy()
+    strategy = ef.strategy()  # before any TensorFlow op: multi-worker collectives need it
+    dataset = ef.load_data(hp)
     keras.mixed_precision.set_global_policy(hp.precision)
     where = experiment.Experiment.at(hp, FLAGS.run_root, FLAGS.replicate)
-    logging.info("run directory: %s", where.replicate.path)
+    from tf_lottery import multi_worker
+    from tf_lottery.run_lock import ReplicateLocked
     from tf_lottery.ticket import DivergedError
     from tf_lottery.training import Preempted
 
+    chief = multi_worker.is_chief(strategy)
+    if chief:
+        logging.info("run directory: %s", where.replicate.path)
+    else:
+        logging.info("worker %d: the chief writes %s", multi_worker.worker_index(strategy),
+                     where.replicate.path)
     try:
         with usage_errors(ef.FLAG_NAMES):
             result = experiment.run_experiment(
                 hp, FLAGS.run_root, replicate=FLAGS.replicate, dataset=dataset,
                 runtime=runtime, strategy=strategy, flags_text=ef.flagfile_text())
     except DivergedError as err:
-        print(f"\nResults ({where.replicate.path}):\n{err.result.table()}")
+        if chief:
+            print(f"\nResults ({where.replicate.path}):\n{err.result.table()}")
         print(f"error: {translate(str(err), ef.FLAG_NAMES)}", file=sys.stderr)
         return 1
     except Preempted as err:
         print(f"error: {err}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
+    except ReplicateLocked as err:
+        print(f"error: {translate(str(err), ef.FLAG_NAMES)}", file=sys.stderr)
+        return 1
+    except (tf.errors.UnavailableError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError) as err:
+        if not multi_worker.is_multi_worker(strategy):
+            raise
+        print(f"error: the cluster lost a worker ({_reason(err)}). Rerun the same command "
+              "on every worker to resume from the chief's last checkpoint.", file=sys.stderr)
+        return 1
+    if not chief:
+        print(f"\nworker {multi_worker.worker_index(strategy)}: done; the chief wrote "
+              f"{where.replicate.path}")
+        return 0
     print(f"\nResults ({where.replicate.path}):\n{result.table()}")
     if FLAGS.analyses:
         from tf_lottery import analysis
@@ -90,6 +113,15 @@ def main(argv) -> int:
             print(f"{name}: {len(done['entries'])} entries in "
                   f"{where.replicate.analysis(name)}")
     return 0
+
+
+def _reason(err) -> str:
+    """The informative line of a collective's error (TensorFlow leads with "Graph
+    execution error:" and node names)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "unhealthy" in line or "connect" in line
+              or "crashed" in line or "is down" in line]
+    return f"{type(err).__name__}: {(useful or lines or [''])[0][:300]}"
 
 
 def _main(argv) -> int:

@@ -150,6 +150,13 @@ flags.DEFINE_bool("early_bird", False, "Early-bird tickets (You et al. 2020): ea
                   "next level's mask is drawn there.")
 flags.DEFINE_float("early_bird_epsilon", 0.1, "Normalized Hamming distance between "
                    "consecutive masks below which --early_bird draws the ticket, in (0, 1).")
+flags.DEFINE_string("structure", "unstructured", "What pruning removes: 'unstructured' "
+                    "(single weights), 'channel' (whole units and filters, scored by their L1 "
+                    "norm for magnitude; --prune_rate/--prune_rate_conv are fractions of the "
+                    "surviving channels; the output layer is never pruned; layerwise or "
+                    "global) or 'N:M' such as '2:4' (keep N of every M consecutive input "
+                    "weights; level 1 reaches it, later levels keep it; --prune_rate is "
+                    "ignored). random_prune keeps the structure.")
 # Experiment identity and runtime.
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order and controls.")
 flags.DEFINE_integer("replicate", 0, "Replicate index; each replicate derives its own seed.")
@@ -180,7 +187,7 @@ EXPERIMENT_FLAGS = (
     "training_steps", "eval_every", "lr_drops",
     "lr_drop_factor", "warmup", "levels", "pruning", "prune_rate", "prune_rate_conv",
     "prune_rate_output", "criterion", "rewind", "retrain", "controls", "reinit_draws",
-    "one_shot", "exclude", "prune_at", "early_bird", "early_bird_epsilon",
+    "one_shot", "exclude", "prune_at", "early_bird", "early_bird_epsilon", "structure",
     "seed", "replicate", "run_root", "distribution", "tpu", "cpu_devices", "precision",
     "deterministic", "tensorboard", "jit_compile", "steps_per_execution", "eval_batch_size",
     "checkpoint_every", "checkpoint_minutes", "fast_loop", "analyses",
@@ -244,7 +251,8 @@ def hparams() -> ExperimentHparams:
         ) from None
     hint = ("A preset's value can be unset on the command line after the flagfile, e.g. "
             "--prune_rate_output=none.")
-    with usage_errors(FLAG_NAMES, hint if FLAGS.pruning == "global" else ""):
+    with usage_errors(FLAG_NAMES, hint if FLAGS.pruning == "global"
+                      or FLAGS.structure != "unstructured" else ""):
         return ExperimentHparams(
             model=ModelHparams(FLAGS.model, FLAGS.initializer, FLAGS.dropout, batch_norm,
                                gradinit=gradinit),
@@ -268,7 +276,7 @@ def hparams() -> ExperimentHparams:
                 controls=tuple(FLAGS.controls), one_shot=one_shot,
                 exclude=tuple(FLAGS.exclude), reinit_draws=FLAGS.reinit_draws,
                 prune_at=FLAGS.prune_at, early_bird=FLAGS.early_bird,
-                early_bird_epsilon=FLAGS.early_bird_epsilon,
+                early_bird_epsilon=FLAGS.early_bird_epsilon, structure=FLAGS.structure,
             ),
             seed=FLAGS.seed,
             precision=FLAGS.precision,
@@ -286,6 +294,8 @@ def runtime():
             tensorboard=FLAGS.tensorboard, deterministic=FLAGS.deterministic,
             fast_loop=FLAGS.fast_loop,
             checkpoint_minutes=FLAGS.checkpoint_minutes or None,
+            # absl's --verbosity: progress bars at INFO (0, the default) and above.
+            progress=logging.get_verbosity() >= logging.INFO,
         )
 
 
@@ -314,7 +324,12 @@ def strategy():
                 [d.name for d in tf.config.list_logical_devices("CPU")]
             )
         if name == "multi_worker":
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            from tf_lottery import multi_worker
+
+            try:
+                return multi_worker.create_strategy()
+            except ValueError as err:  # TF_CONFIG: its message names it
+                raise UsageError(str(err)) from None
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=FLAGS.tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
