@@ -27,7 +27,6 @@ from tf_lottery.masking import (  # noqa: E402
     set_masks,
     set_prunable_weights,
     sparsity_report,
-    strip,
     wrap,
 )
 from tf_lottery import callbacks, saliency  # noqa: E402
@@ -42,6 +41,7 @@ from tf_lottery.pruning import (  # noqa: E402
 )
 from tf_lottery.structure import StructureWarning, channel_masks  # noqa: E402
 from tf_lottery.shrink import ChannelsKeptWarning  # noqa: E402
+from tf_lottery.stripping import strip  # noqa: E402
 from tf_lottery.unmasked import UnmaskedWeightsWarning  # noqa: E402
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from tf_lottery.masked_wrapper import MaskedWrapper
 
 __all__ = [
     "wrap",
-    "strip",
+    "fold_masks",
     "masked_layers",
     "mask_keys",
     "get_masks",
@@ -248,33 +248,20 @@ def wrap(model, *, include=None, exclude=None):
     return new_model
 
 
-def strip(model, *, shrink=False):
-    """Returns a plain Keras copy of ``model`` with each mask folded into its weight.
+def fold_masks(model):
+    """Returns a plain Keras copy of ``model`` with each mask folded into its weight
+    (what ``tf_lottery.strip`` does without ``shrink``).
 
     Every masked layer becomes its Keras base class (``MaskedDense`` -> ``Dense``; a
     ``MaskedWrapper`` -> a copy of the layer it wraps) whose masked weights hold
     ``weight * mask``, so pruned entries are exactly 0.0 and the outputs equal the
-    masked model's. Use it before exporting or sharing a ticket. ``model`` is not
-    changed (layers that ``wrap`` could not rebuild are shared, as in the masked model).
-
-    With ``shrink=True``, removed channels are physically gone as well: Dense units and
-    convolution filters whose kernel mask column is all zero are removed, with the
-    next layer's inputs and the BatchNormalization entries between them
-    (``tf_lottery.shrink.shrink_model``: same outputs, fewer parameters; it raises
-    ``ValueError`` for a channel mask on an output layer and warns with
-    ``ChannelsKeptWarning`` about channels it has to keep).
+    masked model's. ``model`` is not changed (layers that ``wrap`` could not rebuild are
+    shared, as in the masked model).
 
     Raises:
-        ValueError: ``model`` is subclassed, not built, or not a keras.Model;
-            ``shrink`` is not a bool.
+        ValueError: ``model`` is subclassed, not built, or not a keras.Model.
     """
     _check_model(model, "strip")
-    if not isinstance(shrink, (bool, np.bool_)):
-        raise ValueError(f"`shrink` must be True or False; received {shrink!r}.")
-    if shrink:
-        from tf_lottery.shrink import shrink_model  # shrink builds on strip
-
-        return shrink_model(model)
 
     def make(layer):
         if isinstance(layer, MaskedWrapper):

@@ -158,7 +158,7 @@ def shrink_model(model) -> keras.Model:
             does not understand (named in the message) or reach a model output through
             a merge.
     """
-    plain = masking.strip(model)
+    plain = masking.fold_masks(model)
     masks = masking.get_masks(model) if any(
         is_masked(layer) for _, layer in masking.masked_layers(model)) else {}
     order = layer_graph(plain)

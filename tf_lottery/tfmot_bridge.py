@@ -159,9 +159,9 @@ def to_tf_keras(model):
     """
     _check_graph_model(model)
     if any(is_masked(layer) for layer in model.layers):
-        from tf_lottery.masking import strip
+        from tf_lottery.masking import fold_masks
 
-        model = strip(model)
+        model = fold_masks(model)
     layers = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import files, masking
+from tf_lottery import files, stripping
 from tf_lottery.export import encoding, flatbuffer, litert
 from tf_lottery.export.report import ExportReport
 from tf_lottery.layers import is_masked
@@ -238,9 +238,9 @@ def _versions():
 def _plain(model, shrink):
     """``model`` with its masks folded in (and pruned channels removed with ``shrink``)."""
     if shrink:
-        return masking.strip(model, shrink=True)
+        return stripping.strip(model, shrink=True)
     masked = any(is_masked(layer) for _, layer in _walk_layers(model))
-    return masking.strip(model) if masked else model
+    return stripping.strip(model) if masked else model
 
 
 def _check_baseline(baseline, model, shape):
