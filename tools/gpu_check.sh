@@ -17,9 +17,10 @@ PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-OUT=$(mktemp -d /tmp/gpu_check.XXXXXX)
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
 export OUT PYTHON TF_CPP_MIN_LOG_LEVEL=2
-exec "$PYTHON" - <<'PY'
+"$PYTHON" - <<'PY'
 import json, os, subprocess, sys, time
 
 out, python = os.environ["OUT"], os.environ["PYTHON"]
