@@ -182,6 +182,19 @@ def test_float32_sparse_file_is_close_to_its_nonzeros_and_indices(pruned, export
     assert report.file_bytes < report.dense_file_bytes / 3
 
 
+def test_a_dense_network_is_written_dense_whatever_the_gzip_sizes(tmp_path):
+    """No kernel has 30% zeros: the sparse conversion stores nothing sparse and differs
+    from the dense one only in metadata, so the report must not call it sparse."""
+    keras.utils.set_random_seed(1)
+    model = conv_dense_model()
+    report = export.to_tflite(model, tmp_path / "dense.tflite", latency_runs=1,
+                              sample_inputs=DATA.x_val[:8])
+    assert report.encoding == "dense"
+    assert "no weight tensor has enough zeros" in report.encoding_reason
+    assert report.sparse_tensors == report.densify_ops == 0
+    assert flatbuffer.sparse_tensor_count(report.path) == 0
+
+
 def test_report_fields_serialize_and_print(exports):
     report = exports["int8"]
     as_dict = json.loads(json.dumps(report.to_dict()))

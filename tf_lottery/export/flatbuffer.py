@@ -23,7 +23,8 @@ import numpy as np
 from tf_lottery.export.litert import open_interpreter
 from tf_lottery.export.report import TensorReport
 
-__all__ = ["weight_tensors", "operator_names", "match_keras_weights", "csr_bytes"]
+__all__ = ["weight_tensors", "operator_names", "match_keras_weights", "csr_bytes",
+           "sparse_tensor_count"]
 
 _NUMPY_TYPES = {
     "FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT8": np.int8,
@@ -139,6 +140,13 @@ def weight_tensors(model) -> list[tuple[TensorReport, np.ndarray | None]]:
             elements=int(np.prod(shape)), nonzero=nonzero, stored_bytes=len(data),
         ), value))
     return out
+
+
+def sparse_tensor_count(model) -> int:
+    """How many constant tensors of a ``.tflite`` model (path or bytes) are stored in
+    TFLite's sparse format (read from the flatbuffer; nothing is run)."""
+    _, _, constants = _parse(_read(model))
+    return sum(tensor.sparsity is not None for tensor, _ in constants.values())
 
 
 def csr_bytes(tensors) -> int:
