@@ -395,6 +395,17 @@ def test_cli_channel_run_with_random_prune_keeps_channel_counts(tmp_path):
         np.testing.assert_array_equal(masks["output/kernel"], np.ones((100, 10)))
     assert "--structure=channel" in open(glob.glob(str(tmp_path / "*" / "flags.txt"))[0]).read()
 
+    # An analysis of the run draws its random masks with the run's structure too (here
+    # without the run's own random_prune mask, as for a run without the control).
+    from tf_lottery import analysis
+
+    os.remove(os.path.join(level, "random_prune", "mask.npz"))
+    drawn = analysis.open_run(os.path.dirname(os.path.dirname(level)),
+                              load_data=False).masks(1, "random_prune")
+    for key, units in (("fc1/kernel", 300), ("fc2/kernel", 100)):
+        assert _is_channel_mask(drawn[key]) and _channels(drawn[key]).sum() == units // 2
+        assert not np.array_equal(drawn[key], lottery[key])
+
 
 def test_cli_n_m_run_keeps_the_pattern_at_every_level(tmp_path):
     run = run_main("--dataset=synthetic", "--model=lenet_300_100", "--batch_size=32",

@@ -131,7 +131,8 @@ class RunContext:
 
         Level 0 is all ones, shaped like ``ones_like``'s masks (a wrapped model).
         ``kind="random_prune"``: the run's random-pruning mask of that level, else a
-        random mask with the ticket's per-layer counts.
+        random mask with the ticket's per-layer counts (of channels, or per group of
+        ``M``, for a run with a ``structure``).
         """
         if level == 0:
             return {k: np.ones_like(v) for k, v in masking.get_masks(ones_like).items()}
@@ -141,7 +142,10 @@ class RunContext:
         path = self.layout.branch(level, "random_prune").mask
         if os.path.exists(path):
             return masking.load_masks(path)
-        return pruning.random_masks_like(lottery, derive_seed(self.seed, "analysis_random", level))
+        structure = self.hparams.pruning.structure
+        model = None if structure == "unstructured" else masking.wrap(self.build(0))
+        return pruning.random_masks_like(lottery, derive_seed(self.seed, "analysis_random", level),
+                                         structure=structure, model=model)
 
     def analysis_path(self, name: str) -> str:
         """``analysis/<name>.json`` of the replicate."""

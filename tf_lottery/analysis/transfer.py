@@ -345,7 +345,9 @@ def run_transfer(run_dir, *, target_dataset, levels=None, target_run_dir=None,
         methods = {"source_ticket": lambda: train(transferred, masks, k),
                    "random_ticket": lambda: train(
                        transferred, pruning.random_masks_like(
-                           masks, derive_seed(seed, "random_ticket", level)), k)}
+                           masks, derive_seed(seed, "random_ticket", level),
+                           structure=ctx.hparams.pruning.structure, model=trainer.model),
+                       k)}
         if imp is not None:
             methods["target_ticket"] = lambda: {**short_summary(imp.levels[level]["lottery"]),
                                                 "seconds": imp.levels[level]["lottery"].get(
