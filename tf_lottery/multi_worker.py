@@ -16,10 +16,12 @@ checkpointing does. Every decision (masks, early stopping, checkpoints, stopping
 ``SIGTERM``) is taken from values that are the same on every worker: metrics are read
 after a cross-worker reduction, and the host-side triggers go through ``any_worker``.
 
-A worker that dies is noticed by the strategy's peer health checks (every 30 s, 10 s
-timeout): the collectives of the others fail with ``UnavailableError`` and the processes
-exit, and rerunning the same command on every worker resumes from the chief's last
-checkpoint.
+A worker that dies is noticed by TensorFlow's coordination service, whose heartbeats
+stop (about 7 s here; the strategy's own Python health check is off while the service
+runs, as in TF 2.21 by default): the collectives of the others are aborted with
+``UnavailableError``, the processes exit, and rerunning the same command on every worker
+resumes from the chief's last checkpoint. A worker that hangs while alive is not
+detected (no collective timeout is set: a slow checkpoint write would trip it).
 """
 
 from __future__ import annotations
