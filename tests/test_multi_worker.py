@@ -163,7 +163,7 @@ def _tf_config(ports, index):
 
 
 def test_workers_started_with_different_experiments_are_refused_before_training(tmp_path):
-    from tf_lottery.cli.cluster import free_ports
+    from tf_lottery.cluster import free_ports
 
     ports = free_ports(2)
     processes = []

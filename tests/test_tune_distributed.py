@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tf_lottery import paths
-from tf_lottery.cli.cluster import free_ports
+from tf_lottery.cluster import free_ports
 from tf_lottery.hparams import ArgumentError
 from tf_lottery.tune import distributed_role
 
