@@ -197,10 +197,12 @@ class _Engine:
             return _shard_by_data(
                 tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(bs).cache())
 
-        self.val_ds = eval_ds(data.x_val, data.y_val)
-        self.test_ds = eval_ds(data.x_test, data.y_test)
-        self._eval_batches = {"val": math.ceil(len(data.y_val) / bs),
-                              "test": math.ceil(len(data.y_test) / bs)}
+        # Distributed once: every evaluation iterates the same distributed datasets.
+        self.eval_sets = {
+            split: None if ds is None else (
+                self.strategy.experimental_distribute_dataset(ds), math.ceil(len(y) / bs))
+            for split, ds, y in (("val", eval_ds(data.x_val, data.y_val), data.y_val),
+                                 ("test", eval_ds(data.x_test, data.y_test), data.y_test))}
 
     def _order(self, seed: int) -> np.ndarray:
         """The example-index stream: concatenated permutations, ``(T + 1) * B`` int32."""
@@ -277,14 +279,15 @@ class _Engine:
         # of per-replica batches.)
         model = self.model
         row = {}
-        for split, ds in (("val", self.val_ds), ("test", self.test_ds)):
-            if ds is None:
+        per_call = 1 if self.multi_worker else model.steps_per_execution
+        for split, distributed in self.eval_sets.items():
+            if distributed is None:
                 row[f"{split}_loss"] = row[f"{split}_accuracy"] = float("nan")
                 continue
-            batches, calls = self._eval_batches[split], 0
-            per_call = 1 if self.multi_worker else model.steps_per_execution
+            dataset, batches = distributed
+            calls = 0
             model.reset_metrics()
-            iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+            iterator = iter(dataset)
             while calls * per_call < batches:
                 model.test_function(iterator)
                 calls += 1
