@@ -58,10 +58,11 @@ def test_the_holder_touches_its_lock(tmp_path, monkeypatch):
     path = str(tmp_path / "lock.json")
     with replicate_lock(path):
         os.utime(path, (0, 0))
+        assert os.stat(path).st_mtime == 0
         deadline = time.time() + 10
-        while os.stat(path).st_mtime == 0:
-            assert time.time() < deadline, "no heartbeat"
+        while os.stat(path).st_mtime == 0 and time.time() < deadline:
             time.sleep(0.05)
+        assert os.stat(path).st_mtime > 0, "the holder did not touch its lock in 10 s"
 
 
 def test_a_second_launch_of_the_same_replicate_fails_fast_and_the_first_finishes(tmp_path):
